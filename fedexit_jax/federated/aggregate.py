@@ -1,0 +1,116 @@
+"""The masked tree-mean: depth-aware partial aggregation (the paper's Eq. 1) and its ablations.
+
+For every parameter element, the new global value is the weighted mean over the clients that
+trained it,
+
+    new = sum_k w_k m_k x_k / sum_k w_k m_k,   or `fallback` where that sum is zero,
+
+so a layer that no sampled client trained keeps its previous value. Every weighting scheme
+(paper, ReeFL, DepthFL, ...) is only a different `w`; the hetero-FedAvg baseline is only a
+different `m` (all ones: shallow clients "send back" their untouched deep layers).
+
+The mean is written as an accumulator (numerator, denominator) so that a round can stream over
+chunks of clients and hold only one chunk of client models in memory at a time.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+# weighting scheme -> (weight of client i, whether shallow clients count for every layer)
+SCHEMES = ("paper", "samples", "uniform", "depth", "fedavg_naive", "homogeneous")
+
+
+class Accumulator(NamedTuple):
+  """Running sums of a masked weighted mean.
+
+  numerator: like one client's tree: sum_k w_k m_k x_k.
+  denominator: like one client's tree but each leaf shaped like its mask without the client axis
+    (e.g. [L, 1, 1] for a stacked-layer leaf [L, d, d]): sum_k w_k m_k.
+  """
+  numerator: PyTree
+  denominator: PyTree
+
+
+def _safe(x: jax.Array, w: jax.Array) -> jax.Array:
+  # A client with weight 0 (padding, excluded as non-finite) must not contribute NaN via 0 * NaN.
+  return jnp.where(w != 0, x, jnp.zeros((), x.dtype))
+
+
+def weighted_sums(stacked: PyTree, masks: PyTree, weights: jax.Array) -> Accumulator:
+  """The (numerator, denominator) of one stack of clients; see `masked_tree_mean`."""
+  weights = jnp.asarray(weights, jnp.float32)
+
+  def num(x, m):
+    w = weights.reshape((-1,) + (1,) * (x.ndim - 1)) * jnp.asarray(m, jnp.float32)
+    return jnp.sum(w * _safe(x, w), axis=0)
+
+  def den(x, m):
+    w = weights.reshape((-1,) + (1,) * (x.ndim - 1)) * jnp.asarray(m, jnp.float32)
+    return jnp.sum(jnp.broadcast_to(w, (x.shape[0],) + w.shape[1:]), axis=0)
+
+  return Accumulator(jax.tree.map(num, stacked, masks), jax.tree.map(den, stacked, masks))
+
+
+def accumulate(acc: Accumulator, stacked: PyTree, masks: PyTree, weights: jax.Array) -> Accumulator:
+  """Adds one chunk of clients to a running accumulator (streaming form of the mean)."""
+  s = weighted_sums(stacked, masks, weights)
+  return jax.tree.map(jnp.add, acc, s)
+
+
+def finalize(acc: Accumulator, fallback: PyTree) -> PyTree:
+  """num / den elementwise, or `fallback` wherever den is zero (safe division, no NaN)."""
+  def leaf(n, d, f):
+    ok = d > 0
+    return jnp.where(ok, n / jnp.where(ok, d, 1.0), f).astype(n.dtype)
+  return jax.tree.map(leaf, acc.numerator, acc.denominator, fallback)
+
+
+@jax.jit
+def masked_tree_mean(stacked: PyTree, masks: PyTree, weights: jax.Array, fallback: PyTree) -> PyTree:
+  """Masked weighted mean over a leading client axis, leaf by leaf and element by element.
+
+  Args:
+    stacked: pytree, every leaf with a leading client axis K.
+    masks: pytree of the same structure, each leaf broadcastable to its stacked leaf (e.g.
+      [K, L, 1, 1] for a stacked-layer leaf [K, L, d, d]); 1 where the client trained it.
+    weights: [K] non-negative client weights.
+    fallback: pytree like one client's leaves, returned wherever the total weight is zero.
+
+  Returns:
+    sum_k w_k m_k x_k / sum_k w_k m_k elementwise, or `fallback` where that sum is 0. A client
+    with w_k m_k = 0 never contributes, even if its values are NaN.
+  """
+  return finalize(weighted_sums(stacked, masks, weights), fallback)
+
+
+def client_weights(scheme: str, num_examples: jax.Array, depths: jax.Array) -> jax.Array:
+  """Per-client aggregation weight of a named scheme.
+
+  paper: n_i * L_i (Eq. 1); samples: n_i (ReeFL); uniform: 1 (DepthFL); depth: L_i;
+  fedavg_naive and homogeneous: n_i (plain FedAvg weights; `fedavg_naive` additionally counts
+  shallow clients for every layer, see `counts_untrained`).
+  """
+  n = jnp.asarray(num_examples, jnp.float32)
+  d = jnp.asarray(depths, jnp.float32)
+  if scheme == "paper":
+    return n * d
+  if scheme in ("samples", "fedavg_naive", "homogeneous"):
+    return n
+  if scheme == "uniform":
+    return jnp.ones_like(n)
+  if scheme == "depth":
+    return d * jnp.ones_like(n)
+  raise ValueError(f"unknown weighting scheme {scheme!r}; choose one of {SCHEMES}")
+
+
+def counts_untrained(scheme: str) -> bool:
+  """True for the hetero-FedAvg baseline: a shallow client's untouched deep layers (the server
+  copy, i.e. a zero update) are averaged in as if trained, diluting the deep clients' updates."""
+  if scheme not in SCHEMES:
+    raise ValueError(f"unknown weighting scheme {scheme!r}; choose one of {SCHEMES}")
+  return scheme == "fedavg_naive"
