@@ -1,0 +1,152 @@
+"""configs/*.py and config_utils: schema, overrides with type coercion, validation errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import ml_collections
+import pytest
+
+from fedexit_jax import config_utils as cu
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _with(overrides):
+  return cu.apply_overrides(cu.default_config(), overrides)
+
+
+@pytest.mark.parametrize("name", ["default.py", "paper_kws12.py", "paper_kws35.py"])
+def test_every_config_has_the_default_schema(name):
+  config = cu.load_config(REPO / "configs" / name)
+  if config.data.source == "folder":
+    config = cu.apply_overrides(config, ["data.dir=/data/sc"])
+  enc = cu.validate_config(config)
+  assert tuple(config.model.exits) == (3, 6, 9, 12)
+  assert [t["max_depth"] for t in config.tiers] == [3, 6]
+  assert enc.num_hidden_layers == 12
+  assert sorted(cu.flat_keys(config)) == sorted(cu.flat_keys(cu.default_config()))
+
+
+def test_default_config_values():
+  c = cu.default_config()
+  assert c.data.source == "synth" and c.model.preset == "small" and c.model.checkpoint is None
+  assert c.data.num_clients >= 100 and c.clients_per_round <= c.data.num_clients
+  assert sum(t["fraction"] for t in c.tiers) == 1.0
+  assert c.weighting == "paper" and c.model.freeze_feature_encoder is True
+
+
+def test_paper_configs_differ_in_classes_and_use_base_checkpoint():
+  k12 = cu.load_config(REPO / "configs" / "paper_kws12.py")
+  k35 = cu.load_config(REPO / "configs" / "paper_kws35.py")
+  assert (k12.data.num_classes, k35.data.num_classes) == (12, 35)
+  assert k12.rounds == 1000 and k12.model.preset == "base"
+  assert k12.model.checkpoint == "facebook/hubert-base-ls960"
+  # PATH:ARG selects get_config(arg).
+  assert cu.load_config(str(REPO / "configs" / "paper_kws12.py") + ":35").data.num_classes == 35
+
+
+def test_paper_config_needs_data_dir():
+  with pytest.raises(cu.ConfigError, match="data.dir"):
+    cu.validate_config(cu.load_config(REPO / "configs" / "paper_kws12.py"))
+
+
+def test_overrides_are_parsed_with_the_type_of_the_default():
+  c = _with(["rounds=7", "client_optimizer.learning_rate=3e-4", "progress_bar=false",
+             "model.exits=3,6", "data.snr_db=5,20", "chunk_size=8", "weighting=samples",
+             "model.checkpoint=facebook/hubert-base-ls960", "local_steps=4",
+             'tiers=[{"fraction": 1.0, "max_depth": 6, "speed": 1}]',
+             "model.overrides.hidden_size=64", "model.overrides.conv_dim=(32,32,32,32,32,32,32)"])
+  assert c.rounds == 7 and isinstance(c.rounds, int)
+  assert c.client_optimizer.learning_rate == pytest.approx(3e-4)
+  assert c.progress_bar is False
+  assert c.model.exits == (3, 6)
+  assert c.data.snr_db == (5.0, 20.0) and isinstance(c.data.snr_db[0], float)
+  assert c.chunk_size == 8
+  assert c.weighting == "samples"
+  assert c.model.checkpoint == "facebook/hubert-base-ls960"
+  assert c.local_steps == 4
+  assert c.tiers == [{"fraction": 1.0, "max_depth": 6, "speed": 1}]
+  enc = cu.validate_config(c)
+  assert enc.hidden_size == 64 and enc.conv_dim == (32,) * 7
+  # The original is untouched.
+  assert cu.default_config().rounds != 7
+
+
+def test_split_config_args_both_forms():
+  overrides, rest = cu.split_config_args(
+      ["--workdir", "w", "--config.rounds=3", "--config.seed", "5", "--resume"])
+  assert overrides == ["rounds=3", "seed=5"]
+  assert rest == ["--workdir", "w", "--resume"]
+  with pytest.raises(cu.ConfigError, match="needs a value"):
+    cu.split_config_args(["--config.rounds"])
+
+
+@pytest.mark.parametrize("override,match", [
+    ("roundz=3", "unknown config key 'roundz'; did you mean 'rounds'"),
+    ("model.exit=3", "did you mean 'model.exits'"),
+    ("model.overrides.hiden_size=3", "did you mean 'model.overrides.hidden_size'"),
+    ("rounds=abc", "cannot parse 'abc' as int"),
+    ("progress_bar=maybe", "expected a boolean"),
+    ("model=3", "group of settings"),
+])
+def test_bad_overrides_name_the_key(override, match):
+  with pytest.raises(cu.ConfigError, match=match):
+    _with([override])
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["model.exits=3,6,13"], r"exits \[13\] lie beyond the backbone: it has 12 layers"),
+    (["model.overrides.num_hidden_layers=4"], r"exits \[6, 9, 12\] lie beyond"),
+    (['tiers=[{"fraction": 1.0, "max_depth": 24, "speed": 1}]'], "deeper than the backbone"),
+    (['tiers=[{"fraction": 1.0, "max_depth": 4, "speed": 1}]'], "is not an exit"),
+    (['tiers=[{"fraction": 0.5, "max_depth": 3, "speed": 1}]'], "fractions sum to 0.5"),
+    (['tiers=[{"fraction": 1.0, "max_depth": 3, "sped": 1}]'], r"tiers\[0\].sped'; did you mean 'tiers\[0\].speed'"),
+    (["clients_per_round=101"], "exceeds the 100 clients"),
+    (["weighting=papr"], "did you mean 'paper'"),
+    (["loss=sum"], "loss='sum' is not one of"),
+    (["server_optimizer.name=adam"], "server_optimizer.name"),
+    (["client_optimizer.name=lion"], "client_optimizer.name"),
+    (["rounds=0"], "rounds must be a positive number"),
+    (["batch_size=-1"], "batch_size must be a positive number"),
+    (["client_optimizer.learning_rate=0"], "learning_rate must be a positive"),
+    (["model.exits=6,3"], "strictly increasing"),
+    (["chunk_size=lots"], "chunk_size must be 'auto' or a positive int"),
+    (["data.num_classes=35"], "synthetic corpus has the 12-class"),
+    (["data.source=hf"], "data.source='hf' is not one of"),
+    (["model.preset=huge"], "model.preset"),
+    (["exit_policy.thresholds=0.5,1.5"], r"must lie in \[0, 1\]"),
+    (["client_depths=(3, 6)"], "client_depths has 2 entries"),
+])
+def test_validation_errors(overrides, match):
+  with pytest.raises(cu.ConfigError, match=match):
+    cu.validate_config(_with(overrides))
+
+
+def test_unknown_and_missing_keys_in_a_config_file(tmp_path):
+  bad = tmp_path / "bad.py"
+  bad.write_text(
+      "from fedexit_jax import config_utils\n"
+      "def get_config():\n"
+      "  c = config_utils.default_config()\n"
+      "  c.unlock()\n"
+      "  c.data.num_client = 5\n"
+      "  return c\n")
+  with pytest.raises(cu.ConfigError, match="'data.num_client'; did you mean 'data.num_clients'"):
+    cu.validate_config(cu.load_config(bad))
+  partial = tmp_path / "partial.py"
+  partial.write_text(
+      "import ml_collections\n"
+      "def get_config():\n"
+      "  return ml_collections.ConfigDict({'rounds': 3})\n")
+  with pytest.raises(cu.ConfigError, match="lacks key"):
+    cu.validate_config(cu.load_config(partial))
+  with pytest.raises(FileNotFoundError, match="nope.py"):
+    cu.load_config(tmp_path / "nope.py")
+
+
+def test_config_json_round_trip():
+  c = _with(["model.exits=3,6", "tiers=[{\"fraction\": 1.0, \"max_depth\": 6, \"speed\": 2.0}]"])
+  back = cu.config_from_json(cu.config_to_json(c))
+  assert isinstance(back, ml_collections.ConfigDict)
+  assert cu.config_to_json(back) == cu.config_to_json(c)
+  assert list(back.model.exits) == [3, 6]
