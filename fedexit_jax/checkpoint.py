@@ -1,0 +1,182 @@
+"""Checkpoints of the server state with orbax, and the workdir safety check.
+
+Layout: `WORKDIR/checkpoints/<round>/{state,meta}`. `state` is any pytree (server params,
+optimizer state, round, RNG key); `meta` is JSON (the run's config and the round).
+
+Crash safety: orbax writes a step into `<round>.orbax-checkpoint-tmp...` and renames it to
+`<round>` only once every file is written (an atomic rename on POSIX file systems). A crash mid-
+write leaves a tmp folder that `CheckpointManager.all_steps()` never lists, so `restore_latest`
+always reads the newest *finalized* round. Saves here are synchronous: `save` returns after the
+rename, so a round counted as saved is on disk.
+
+Typed PRNG keys (`jax.random.key`) cannot be serialised; they are stored as their raw key data
+and re-wrapped with the key implementation of the restore target.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from fedexit_jax import config_utils
+
+CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE = "config.json"
+# Keys that may change when a run is resumed (extending a run, checkpointing more often).
+RESUMABLE_KEYS = ("rounds", "checkpoint_every", "max_checkpoints", "progress_bar")
+
+
+class WorkdirError(ValueError):
+  """The workdir holds another run's checkpoint, or --resume cannot continue from it."""
+
+
+def checkpoint_dir(workdir: str | Path) -> Path:
+  return Path(workdir).resolve() / CHECKPOINT_DIR
+
+
+def _manager(workdir: str | Path, max_to_keep: int | None = None,
+             create: bool = True) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create,
+                                         enable_async_checkpointing=False)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+def _is_key(x: Any) -> bool:
+  return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_savable(x: Any) -> Any:
+  """Raw data for PRNG keys; numpy arrays for python/numpy scalars (orbax wants arrays)."""
+  if _is_key(x):
+    return jax.random.key_data(x)
+  if isinstance(x, (int, float, bool, np.generic)):
+    return np.asarray(x)
+  return x
+
+
+def _from_restored(x: Any, like: Any) -> Any:
+  if _is_key(like):
+    return jax.random.wrap_key_data(jnp.asarray(x), impl=jax.random.key_impl(like))
+  if isinstance(like, (bool, int, float)):
+    return type(like)(np.asarray(x).item())
+  if isinstance(like, np.generic):
+    return np.asarray(x).astype(like.dtype)[()]
+  if isinstance(like, np.ndarray):
+    return np.asarray(x)
+  return x
+
+
+def save(workdir: str | Path, step: int, state: Any, *,
+         config: ml_collections.ConfigDict | None = None, max_to_keep: int | None = 2) -> None:
+  """Writes `state` (any pytree of arrays/scalars/PRNG keys) as round `step`, atomically.
+
+  Keeps the newest `max_to_keep` finalized rounds (None: all). Overwrites nothing: saving a round
+  that already exists raises (orbax's StepAlreadyExistsError).
+  """
+  meta = {"step": int(step)}
+  if config is not None:
+    meta["config"] = json.loads(config_utils.config_to_json(config))
+  mngr = _manager(workdir, max_to_keep)
+  mngr.save(int(step), args=ocp.args.Composite(
+      state=ocp.args.StandardSave(jax.tree.map(_to_savable, state)),
+      meta=ocp.args.JsonSave(meta)))
+  mngr.wait_until_finished()
+  mngr.close()
+
+
+def all_steps(workdir: str | Path) -> list[int]:
+  """Finalized checkpoint rounds, ascending (unfinished tmp folders are not steps)."""
+  if not checkpoint_dir(workdir).is_dir():
+    return []
+  mngr = _manager(workdir, create=False)
+  steps = sorted(mngr.all_steps())
+  mngr.close()
+  return steps
+
+
+def latest_step(workdir: str | Path) -> int | None:
+  steps = all_steps(workdir)
+  return steps[-1] if steps else None
+
+
+def restore(workdir: str | Path, step: int, target_like: Any) -> Any:
+  """The state saved at round `step`, with the structure, dtypes and key types of `target_like`."""
+  mngr = _manager(workdir, create=False)
+  target = jax.tree.map(_to_savable, target_like)
+  restored = mngr.restore(int(step), args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(target)))
+  mngr.close()
+  return jax.tree.map(_from_restored, restored.state, target_like)
+
+
+def restore_latest(workdir: str | Path, target_like: Any) -> tuple[Any, int] | None:
+  """(state, round) of the newest finalized checkpoint, or None if there is none."""
+  step = latest_step(workdir)
+  if step is None:
+    return None
+  return restore(workdir, step, target_like), step
+
+
+def load_meta(workdir: str | Path, step: int | None = None) -> dict[str, Any] | None:
+  """The JSON metadata ({"step", "config"}) saved with round `step` (default: the latest)."""
+  step = latest_step(workdir) if step is None else step
+  if step is None:
+    return None
+  mngr = _manager(workdir, create=False)
+  restored = mngr.restore(int(step), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+  mngr.close()
+  return dict(restored.meta)
+
+
+def _config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+  diffs = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      diffs.extend(_config_diff(a, b, f"{prefix}{key}."))
+    elif a != b:
+      diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
+  return diffs
+
+
+def check_workdir(workdir: str | Path, config: ml_collections.ConfigDict,
+                  resume: bool, write_config: bool = True) -> int | None:
+  """Decides, before any work, whether `config` may run in `workdir`. Returns the round to resume
+  from (None: start from scratch).
+
+  - no checkpoint: start fresh (also with --resume, so a restart script can always pass it);
+  - a checkpoint and no --resume: WorkdirError (never overwrite another run silently);
+  - a checkpoint and --resume: its config must equal `config` except RESUMABLE_KEYS, else
+    WorkdirError listing the differing keys.
+  With `write_config`, creates the workdir and writes `WORKDIR/config.json` (this run's config).
+  """
+  workdir = Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise WorkdirError(f"workdir {str(workdir)!r} exists and is not a directory")
+  step = latest_step(workdir)
+  new = json.loads(config_utils.config_to_json(config))
+  if step is not None:
+    old = (load_meta(workdir, step) or {}).get("config")
+    diffs = _config_diff(old, new) if old is not None else ["<no config saved>"]
+    if not resume:
+      what = ("a checkpoint of another run (different config: " + "; ".join(diffs[:5]) + ")"
+              if diffs else "a checkpoint of this same config")
+      raise WorkdirError(
+          f"workdir {str(workdir)!r} already holds {what} at round {step}. Pass --resume to "
+          "continue it, or choose a new --workdir (nothing was overwritten).")
+    blocking = [d for d in diffs if d.split(":")[0] not in RESUMABLE_KEYS]
+    if blocking:
+      raise WorkdirError(
+          f"cannot --resume in {str(workdir)!r}: its checkpoint (round {step}) was made with a "
+          f"different config: {'; '.join(blocking)}. Only {list(RESUMABLE_KEYS)} may change on "
+          "resume; use a new --workdir for a different run.")
+  if write_config:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / CONFIG_FILE).write_text(json.dumps(new, indent=2, sort_keys=True) + "\n")
+  return step if resume else None
