@@ -31,6 +31,7 @@ Parameter tree (H hidden, L layers, C conv channels, K positional kernel, G grou
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -41,6 +42,13 @@ import numpy as np
 from fedexit_jax.models.config import EncoderConfig
 
 Params = dict[str, Any]
+
+# The public functions are jitted with the (frozen, hashable) config and the depth static, so eager
+# callers get one compiled program instead of hundreds of op-by-op dispatches; inside an outer
+# jit/vmap/grad they simply inline.
+_jit_config = functools.partial(jax.jit, static_argnums=(0,), static_argnames=("config",))
+# depth is the 5th parameter of encode_features and encode, positional or keyword
+_jit_config_depth = functools.partial(jax.jit, static_argnums=(0, 4), static_argnames=("config", "depth"))
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     # transformers' "gelu" is the exact erf GELU; "gelu_new"/"gelu_pytorch_tanh" the tanh one.
@@ -72,6 +80,7 @@ def _norm_init(dim: int, lead: tuple[int, ...] = ()) -> Params:
   return {"scale": jnp.ones(lead + (dim,), jnp.float32), "bias": jnp.zeros(lead + (dim,), jnp.float32)}
 
 
+@_jit_config
 def init_params(config: EncoderConfig, rng: jax.Array) -> Params:
   """Random parameters with transformers' initialisation scheme (for tests and from-scratch runs;
   real runs load a pretrained checkpoint through fedexit_jax.convert)."""
@@ -211,6 +220,7 @@ def frame_lengths(config: EncoderConfig, num_samples: jax.Array) -> jax.Array:
   return n
 
 
+@_jit_config
 def extract_features(config: EncoderConfig, params: Params, waveform: jax.Array,
                      attention_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Conv feature encoder: waveform [B, S] -> (features [B, T, conv_dim[-1]], frame_mask [B, T]).
@@ -248,6 +258,7 @@ def _check_depth(config: EncoderConfig, depth: int | None) -> int:
   return int(depth)
 
 
+@_jit_config_depth
 def encode_features(config: EncoderConfig, params: Params, features: jax.Array,
                     frame_mask: jax.Array | None = None, depth: int | None = None) -> jax.Array:
   """Feature projection + transformer to a static `depth`: -> hidden [depth, B, T, H].
@@ -288,6 +299,7 @@ def encode_features(config: EncoderConfig, params: Params, features: jax.Array,
   return hidden
 
 
+@_jit_config_depth
 def encode(config: EncoderConfig, params: Params, waveform: jax.Array,
            attention_mask: jax.Array | None = None, depth: int | None = None) -> jax.Array:
   """waveform [B, S] (16 kHz) -> hidden [depth, B, T, H]; hidden[i] is transformers'
