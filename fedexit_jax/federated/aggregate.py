@@ -93,10 +93,15 @@ def client_weights(scheme: str, num_examples: jax.Array, depths: jax.Array) -> j
 
   paper: n_i * L_i (Eq. 1); samples: n_i (ReeFL); uniform: 1 (DepthFL); depth: L_i;
   fedavg_naive and homogeneous: n_i (plain FedAvg weights; `fedavg_naive` additionally counts
-  shallow clients for every layer, see `counts_untrained`).
+  shallow clients for every layer, see `counts_untrained`). A client without examples trained
+  nothing and gets weight 0 under every scheme.
   """
   n = jnp.asarray(num_examples, jnp.float32)
   d = jnp.asarray(depths, jnp.float32)
+  return jnp.where(n > 0, _scheme_weights(scheme, n, d), 0.0)
+
+
+def _scheme_weights(scheme: str, n: jax.Array, d: jax.Array) -> jax.Array:
   if scheme == "paper":
     return n * d
   if scheme in ("samples", "fedavg_naive", "homogeneous"):

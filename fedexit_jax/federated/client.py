@@ -1,0 +1,202 @@
+"""Local training of one client as pure functions: client_init / client_step / client_final.
+
+Everything is written for ONE client at a static depth on unbatched arrays; the round (simulate.py)
+vmaps it over a chunk of clients. A client's params are the server's trainable tree sliced to its
+depth (trees.slice_to_depth), so deeper layers are neither run nor touched.
+
+Uneven data sizes are data, not shape: every client's arrays are padded to the same N examples
+with an `example_mask`. The local schedule always has the same number of steps S; a batch that
+holds no real example is a no-op step (the whole state is kept with jnp.where), so a client with
+fewer examples simply does fewer real steps, without a recompile.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fedexit_jax.models import early_exit, wav2vec2
+from fedexit_jax.models.config import EncoderConfig
+
+PyTree = Any
+LOSSES = ("last", "sum", "distill")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientSpec:
+  """Static description of local training (hashable: build it once, reuse it every round).
+
+  loss: "last" = cross-entropy at the client's deepest exit only (the paper); "sum" = summed over
+    every exit <= depth; "distill" = "sum" plus DepthFL mutual self-distillation (each exit is
+    pulled towards every other exit's detached softened prediction, KL averaged over the others).
+  local_steps: if set, exactly this many steps cycling through the client's shuffled data;
+    otherwise local_epochs passes of ceil(N / batch_size) steps each (N = padded size).
+  prox_mu: FedProx coefficient (mu/2 * ||w - w_server||^2); 0 disables it.
+  train_feature_encoder: False (default): `inputs` are cached conv features [N, T, C] and
+    `input_mask` frame masks [N, T]. True: `inputs` are waveforms [N, S], `input_mask` sample masks
+    [N, S], and the conv feature encoder is part of the trainable tree.
+  """
+  config: EncoderConfig
+  exits: tuple[int, ...]
+  optimizer: optax.GradientTransformation = optax.sgd(0.05)
+  loss: str = "last"
+  local_epochs: int = 1
+  local_steps: int | None = None
+  batch_size: int = 8
+  prox_mu: float = 0.0
+  distill_weight: float = 1.0
+  distill_temperature: float = 1.0
+  train_feature_encoder: bool = False
+
+  def __post_init__(self):
+    if self.loss not in LOSSES:
+      raise ValueError(f"unknown client loss {self.loss!r}; choose one of {LOSSES}")
+    if self.batch_size < 1 or self.local_epochs < 1 or (self.local_steps is not None
+                                                         and self.local_steps < 1):
+      raise ValueError(f"batch_size ({self.batch_size}), local_epochs ({self.local_epochs}) and "
+                       f"local_steps ({self.local_steps}) must be >= 1")
+    object.__setattr__(self, "exits", tuple(int(e) for e in self.exits))
+
+  def num_steps(self, num_padded_examples: int) -> int:
+    if self.local_steps is not None:
+      return self.local_steps
+    return self.local_epochs * math.ceil(num_padded_examples / self.batch_size)
+
+
+class ClientData(NamedTuple):
+  """One client's (padded) local data; the leading axis is the example axis N."""
+  inputs: jax.Array        # [N, T, C] cached features (or [N, S] waveforms)
+  input_mask: jax.Array    # [N, T] frame mask (or [N, S] sample mask), bool
+  labels: jax.Array        # [N] int
+  example_mask: jax.Array  # [N] bool: False for padding examples
+
+
+class ClientState(NamedTuple):
+  params: PyTree
+  opt_state: optax.OptState
+  loss_sum: jax.Array   # sum of the data loss over the real steps taken
+  num_steps: jax.Array  # real (non-empty) steps taken
+
+
+class ClientMetrics(NamedTuple):
+  loss: jax.Array         # mean training loss over the real local steps
+  num_steps: jax.Array
+  num_examples: jax.Array
+  finite: jax.Array       # False if the update or the loss is not finite
+
+
+def exit_losses(spec: ClientSpec, depth: int, params: PyTree, batch: ClientData) -> jax.Array:
+  """Per-exit logits [n, B, C] for the n exits <= depth (computing features if unfrozen)."""
+  if spec.train_feature_encoder:
+    feats, fmask = wav2vec2.extract_features(spec.config, params["backbone"], batch.inputs,
+                                             batch.input_mask)
+  else:
+    feats, fmask = batch.inputs, batch.input_mask
+  return early_exit.exit_logits(spec.config, params["backbone"], params["heads"], feats, fmask,
+                                spec.exits, depth)
+
+
+def data_loss(spec: ClientSpec, depth: int, params: PyTree, batch: ClientData) -> jax.Array:
+  """The local objective on one (masked) batch, without the FedProx term."""
+  logits = exit_losses(spec, depth, params, batch)  # [n, B, C]
+  m = batch.example_mask.astype(jnp.float32)
+  denom = jnp.maximum(jnp.sum(m), 1.0)
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  labels = batch.labels.astype(jnp.int32)
+  ce = -jnp.take_along_axis(logp, labels[None, :, None], axis=-1)[..., 0]  # [n, B]
+  per_exit = jnp.sum(ce * m, axis=-1) / denom
+  if spec.loss == "last":
+    return per_exit[-1]
+  total = jnp.sum(per_exit)
+  n = logits.shape[0]
+  if spec.loss == "distill" and n > 1:
+    t = spec.distill_temperature
+    logq = jax.nn.log_softmax(logits / t, axis=-1)            # students
+    p_t = jax.lax.stop_gradient(jnp.exp(logq))                # teachers, detached
+    logp_t = jax.lax.stop_gradient(logq)
+    # kl[i, j, b] = KL(teacher j || student i)
+    kl = jnp.sum(p_t[None] * (logp_t[None] - logq[:, None]), axis=-1)
+    off = 1.0 - jnp.eye(n)
+    kl = jnp.sum(kl * off[..., None], axis=(0, 1)) / (n - 1)  # [B]
+    total = total + spec.distill_weight * (t * t) * jnp.sum(kl * m) / denom
+  return total
+
+
+def client_init(spec: ClientSpec, params: PyTree) -> ClientState:
+  return ClientState(params, spec.optimizer.init(params), jnp.zeros((), jnp.float32),
+                     jnp.zeros((), jnp.int32))
+
+
+def client_step(spec: ClientSpec, depth: int, anchor: PyTree, state: ClientState,
+                batch: ClientData) -> ClientState:
+  """One local SGD step on a batch; a batch without real examples leaves the state unchanged.
+  `anchor` is the server's (sliced) params, used by the FedProx term."""
+  def objective(p):
+    loss = data_loss(spec, depth, p, batch)
+    if spec.prox_mu:
+      sq = sum(jnp.sum(jnp.square(a - b)) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(anchor)))
+      return loss + 0.5 * spec.prox_mu * sq, loss
+    return loss, loss
+
+  (_, loss), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+  updates, opt_state = spec.optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  has = jnp.any(batch.example_mask)
+  new = ClientState(params, opt_state, state.loss_sum + loss, state.num_steps + 1)
+  return jax.tree.map(lambda n, o: jnp.where(has, n, o), new, state)
+
+
+def client_final(state: ClientState, anchor: PyTree, num_examples: jax.Array):
+  """(delta = local params - server params, metrics)."""
+  delta = jax.tree.map(jnp.subtract, state.params, anchor)
+  loss = state.loss_sum / jnp.maximum(state.num_steps, 1)
+  finite = jnp.isfinite(loss)
+  for leaf in jax.tree.leaves(delta):
+    finite = finite & jnp.all(jnp.isfinite(leaf))
+  return delta, ClientMetrics(loss, state.num_steps, num_examples, finite)
+
+
+def batch_schedule(spec: ClientSpec, example_mask: jax.Array, rng: jax.Array):
+  """Example indices [S, B] and their mask [S, B] for the whole local run.
+
+  Epoch mode: every epoch is a fresh shuffle with the real examples first, cut into ceil(N/B)
+  batches; batches past the client's real data are all-padding (no-op steps). Step mode: one
+  shuffle of the real examples, cycled.
+  """
+  n_pad = example_mask.shape[0]
+  b = spec.batch_size
+  n = jnp.sum(example_mask.astype(jnp.int32))
+
+  def shuffle(key):  # real examples first, in random order; padding after
+    return jnp.argsort(jnp.where(example_mask, jax.random.uniform(key, (n_pad,)), 2.0), stable=True)
+
+  if spec.local_steps is None:
+    nb = math.ceil(n_pad / b)
+    perms = jax.vmap(shuffle)(jax.random.split(rng, spec.local_epochs))  # [E, N]
+    idx = jnp.pad(perms, ((0, 0), (0, nb * b - n_pad)))
+    ok = jnp.pad(jnp.ones_like(perms, bool), ((0, 0), (0, nb * b - n_pad)))
+    idx, ok = idx.reshape(-1, b), ok.reshape(-1, b)
+    return idx, ok & example_mask[idx]
+  perm = shuffle(rng)
+  pos = (jnp.arange(spec.local_steps)[:, None] * b + jnp.arange(b)[None, :]) % jnp.maximum(n, 1)
+  idx = perm[pos]
+  return idx, example_mask[idx] & (n > 0)
+
+
+def train_client(spec: ClientSpec, depth: int, params: PyTree, data: ClientData,
+                 rng: jax.Array):
+  """init -> lax.scan(client_step) -> final for one client. params: server tree sliced to depth.
+  Returns (delta sliced to depth, ClientMetrics)."""
+  idx, ok = batch_schedule(spec, data.example_mask, rng)
+
+  def body(state, sel):
+    i, m = sel
+    batch = ClientData(data.inputs[i], data.input_mask[i], data.labels[i], m)
+    return client_step(spec, depth, params, state, batch), None
+
+  state, _ = jax.lax.scan(body, client_init(spec, params), (idx, ok))
+  return client_final(state, params, jnp.sum(data.example_mask.astype(jnp.float32)))
