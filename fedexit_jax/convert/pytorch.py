@@ -62,6 +62,7 @@ IGNORED_KNOWN: tuple[tuple[str, str], ...] = (
     (r"^w2v_encoder\.proj\.", "fairseq fine-tuning CTC output layer"),
     (r"^(quantizer|project_q|project_hid|final_proj|target_glu)\.", "pretraining quantizer / target projection"),
     (r"^label_embs_concat$", "HuBERT pretraining label embeddings"),
+    (r"^pooling_layer\.", "fairseq audio-classification head"),
 )
 
 # --------------------------------------------------------------------------------------- rules
