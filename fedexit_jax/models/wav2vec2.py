@@ -258,15 +258,19 @@ def _check_depth(config: EncoderConfig, depth: int | None) -> int:
   return int(depth)
 
 
-@_jit_config_depth
+@functools.partial(jax.jit, static_argnums=(0, 4), static_argnames=("config", "depth", "unroll"))
 def encode_features(config: EncoderConfig, params: Params, features: jax.Array,
-                    frame_mask: jax.Array | None = None, depth: int | None = None) -> jax.Array:
+                    frame_mask: jax.Array | None = None, depth: int | None = None, *,
+                    unroll: int | bool = 1) -> jax.Array:
   """Feature projection + transformer to a static `depth`: -> hidden [depth, B, T, H].
 
   hidden[i] is the output of layer i+1, i.e. transformers' output_hidden_states[i + 1]. For the
   stable-layer-norm (pre-LN) encoder the final encoder layer norm is applied to the last hidden
   state only when depth == num_hidden_layers, matching transformers' last_hidden_state (and v4's
   output_hidden_states[-1]); shallower exits read the raw layer outputs.
+
+  `unroll` is lax.scan's: the same computation, with the loop unrolled (XLA's cost analysis counts
+  a while-loop body once, so tests unroll to see the per-depth cost).
   """
   depth = _check_depth(config, depth)
   eps = config.layer_norm_eps
@@ -293,7 +297,7 @@ def encode_features(config: EncoderConfig, params: Params, features: jax.Array,
     h = encoder_layer(config, p, h, frame_mask)
     return h, h
 
-  _, hidden = jax.lax.scan(step, x, layers)
+  _, hidden = jax.lax.scan(step, x, layers, unroll=unroll)
   if config.do_stable_layer_norm and depth == config.num_hidden_layers:
     hidden = hidden.at[-1].set(layer_norm(enc["layer_norm"], hidden[-1], eps))
   return hidden
