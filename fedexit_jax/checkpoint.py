@@ -73,12 +73,15 @@ def _from_restored(x: Any, like: Any) -> Any:
 
 
 def save(workdir: str | Path, step: int, state: Any, *,
-         config: ml_collections.ConfigDict | None = None, max_to_keep: int | None = 2) -> None:
+         config: ml_collections.ConfigDict | None = None, max_to_keep: int | None = 2) -> bool:
   """Writes `state` (any pytree of arrays/scalars/PRNG keys) as round `step`, atomically.
 
-  Keeps the newest `max_to_keep` finalized rounds (None: all). Overwrites nothing: saving a round
-  that already exists raises (orbax's StepAlreadyExistsError).
+  Keeps the newest `max_to_keep` finalized rounds (None: all). A round already on disk is never
+  overwritten: then nothing is written and False is returned (a resumed run re-reaching the
+  round it restored computes the same state).
   """
+  if int(step) in all_steps(workdir):
+    return False
   meta = {"step": int(step)}
   if config is not None:
     meta["config"] = json.loads(config_utils.config_to_json(config))
@@ -88,6 +91,7 @@ def save(workdir: str | Path, step: int, state: Any, *,
       meta=ocp.args.JsonSave(meta)))
   mngr.wait_until_finished()
   mngr.close()
+  return True
 
 
 def all_steps(workdir: str | Path) -> list[int]:

@@ -209,3 +209,34 @@ def early_exit_policies(logits: Any, labels: Any, exits: Sequence[int],
                 "avg_depth": float(depth.mean()),
                 "accuracy": float(correct[first, np.arange(n)].mean())})
   return out
+
+
+def policy_table(policies: Sequence[Mapping[str, Any]]) -> str:
+  """Early-exit policies as markdown: | policy | avg depth | accuracy % |."""
+  out = ["| policy | average exit depth | accuracy % |", "|---|---|---|"]
+  out += [f"| {p['policy']} | {p['avg_depth']:.2f} | {100 * p['accuracy']:.2f} |"
+          for p in policies]
+  return "\n".join(out)
+
+
+SUMMARY_FILE = "summary.md"
+
+
+def write_summary(workdir: str | Path, rows: Sequence[Mapping[str, Any]] | None = None,
+                  policies: Sequence[Mapping[str, Any]] | None = None,
+                  tier_table_md: str | None = None,
+                  extra: Mapping[str, str] | None = None) -> Path:
+  """Writes WORKDIR/summary.md: error per exit (from `rows`, default metrics.jsonl), early-exit
+  policies, the per-tier cost table (`accounting.markdown_tier_table`), and any `extra`
+  sections {title: markdown}. Returns its path."""
+  rows = read_metrics(workdir) if rows is None else rows
+  parts = ["# Run summary", "", "## Test error per exit", "", summary_table(rows)]
+  if policies:
+    parts += ["", "## Early-exit inference", "", policy_table(policies)]
+  if tier_table_md:
+    parts += ["", "## Cost per device tier", "", tier_table_md]
+  for title, body in (extra or {}).items():
+    parts += ["", f"## {title}", "", body]
+  path = Path(workdir) / SUMMARY_FILE
+  path.write_text("\n".join(parts) + "\n")
+  return path

@@ -49,7 +49,8 @@ def _assert_bit_identical(a, b):
 
 def test_round_trip_is_bit_identical(tmp_path):
   state = _state()
-  checkpoint.save(tmp_path, 7, state)
+  assert checkpoint.save(tmp_path, 7, state) is True
+  assert checkpoint.save(tmp_path, 7, _state(seed=3)) is False  # never overwrites a round
   restored, step = checkpoint.restore_latest(tmp_path, _state(seed=1))  # target: other values
   assert step == 7
   _assert_bit_identical(restored, state)

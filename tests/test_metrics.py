@@ -129,3 +129,16 @@ def test_early_exit_policies_hand_derived():
   assert by["confidence >= 0.5"]["accuracy"] == pytest.approx(1 / 4)
   with pytest.raises(ValueError, match="logits must be"):
     metrics.early_exit_policies(logits[:1], labels, (3, 6))
+
+
+def test_write_summary_sections(tmp_path):
+  with metrics.MetricsWriter(tmp_path, tensorboard=False) as w:
+    w.write(1, {"error": {"3": 0.5, "6": 0.4}})
+  policies = [{"policy": "tier depth 3", "threshold": None, "avg_depth": 3.0, "accuracy": 0.5}]
+  path = metrics.write_summary(tmp_path, policies=policies, tier_table_md="| t |",
+                               extra={"Time to 50% error": "12 s"})
+  text = path.read_text()
+  assert path.name == "summary.md"
+  assert "| 6 | 40.00 | 40.00 | 1 |" in text
+  assert "| tier depth 3 | 3.00 | 50.00 |" in text
+  assert "## Cost per device tier\n\n| t |" in text and "## Time to 50% error\n\n12 s" in text
