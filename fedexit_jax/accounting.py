@@ -91,10 +91,16 @@ def step_flops(step_fn: Callable, *args: Any) -> float:
   return cost_analysis(step_fn, *args)["flops"]
 
 
-def step_memory(step_fn: Callable, *args: Any) -> dict[str, int]:
+def step_memory(step_fn: Callable, *args: Any,
+                donate_argnums: int | Sequence[int] = ()) -> dict[str, int]:
   """Bytes XLA assigns to one call of `step_fn(*args)`: argument, output, temp, alias, and
-  peak = argument + output + temp - alias (or XLA's own peak figure where it gives one)."""
-  m = jax.jit(step_fn).lower(*args).compile().memory_analysis()
+  peak = argument + output + temp - alias (or XLA's own peak figure where it gives one).
+
+  A training step returns new params and optimizer state as large as its inputs; donate them
+  (`donate_argnums`, as a real training loop does) so that the outputs reuse the inputs' buffers
+  and are not counted twice.
+  """
+  m = jax.jit(step_fn, donate_argnums=donate_argnums).lower(*args).compile().memory_analysis()
   if m is None:
     raise RuntimeError(f"memory_analysis() is unavailable on backend {jax.default_backend()!r}")
   out = {"argument_bytes": int(m.argument_size_in_bytes),
