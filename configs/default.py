@@ -32,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.dir = None
   c.data.num_classes = 12  # 12 (10 keywords + _silence_ + _unknown_) or 35
   c.data.clip_seconds = 1.0  # crop/pad every utterance to this length at 16 kHz
+  c.data.seed = 0  # corpus generation, speaker split and partition (training uses `seed`)
   c.data.num_speakers = 140  # synth: speakers in the generated corpus
   c.data.per_word = 2  # synth: utterances per speaker of each of the 10 keywords
   c.data.unknown_per_speaker = 8  # synth: distinct non-keyword words per speaker (_unknown_)

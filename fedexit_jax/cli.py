@@ -150,9 +150,16 @@ def _convert(args) -> int:
 
 def _is_user_error(e: BaseException) -> bool:
   """Errors that name a problem in the user's input: printed as one line, no traceback."""
-  ckpt = sys.modules.get("fedexit_jax.checkpoint")  # imported only once a run starts
-  return (isinstance(e, (config_utils.ConfigError, FileNotFoundError))
-          or (ckpt is not None and isinstance(e, ckpt.WorkdirError)))
+  if isinstance(e, (config_utils.ConfigError, FileNotFoundError, FileExistsError)):
+    return True
+  # Modules imported only once a sub-command runs.
+  for module, name in (("fedexit_jax.checkpoint", "WorkdirError"),
+                       ("fedexit_jax.convert.pytorch", "CheckpointMismatchError"),
+                       ("fedexit_jax.data.audio", "AudioError")):
+    cls = getattr(sys.modules.get(module), name, None)
+    if cls is not None and isinstance(e, cls):
+      return True
+  return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -390,6 +390,26 @@ def validate_config(config: ml_collections.ConfigDict,
   return enc
 
 
+SYNTH_KEYS = ("seed", "num_speakers", "per_word", "unknown_per_speaker", "snr_db",
+              "val_fraction", "test_fraction")
+
+
+def resolve_data_dir(config: ml_collections.ConfigDict) -> Path:
+  """The corpus folder: `data.dir` if set; for the synthetic corpus otherwise a cache folder
+  named by a hash of its generation settings ($FEDEXIT_CACHE, default ~/.cache/fedexit_jax), so
+  runs with the same corpus share it and a different corpus never reuses a stale one."""
+  if config.data.dir:
+    return Path(config.data.dir).expanduser()
+  if config.data.source != "synth":
+    raise ConfigError(f"data.source={config.data.source!r} needs --config.data.dir")
+  import hashlib  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  settings = {k: config.data[k] for k in SYNTH_KEYS}
+  digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()
+  root = Path(os.environ.get("FEDEXIT_CACHE", Path.home() / ".cache" / "fedexit_jax"))
+  return root.expanduser() / f"synth-{digest[:12]}"
+
+
 def config_to_json(config: ml_collections.ConfigDict) -> str:
   """Canonical JSON (sorted keys, tuples as lists): equal configs give equal strings."""
   return json.dumps(json.loads(config.to_json()), sort_keys=True)

@@ -89,3 +89,10 @@ def test_run_hands_the_validated_config_to_train(tmp_path, monkeypatch):
   (config, workdir, resume), = calls
   assert (config.data.num_classes, config.rounds, config.data.dir) == (35, 2, "/data/sc")
   assert workdir == str(tmp_path) and resume is True
+
+
+def test_convert_reports_a_missing_checkpoint(tmp_path, capsys):
+  rc = cli.main(["convert", str(tmp_path / "nope.bin"), "--out", str(tmp_path / "out")])
+  err = capsys.readouterr().err
+  assert rc == 2 and err.startswith("fedexit: error: ") and "nope.bin" in err
+  assert not (tmp_path / "out").exists()

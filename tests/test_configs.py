@@ -150,3 +150,14 @@ def test_config_json_round_trip():
   assert isinstance(back, ml_collections.ConfigDict)
   assert cu.config_to_json(back) == cu.config_to_json(c)
   assert list(back.model.exits) == [3, 6]
+
+
+def test_resolve_data_dir(tmp_path, monkeypatch):
+  monkeypatch.setenv("FEDEXIT_CACHE", str(tmp_path))
+  a = cu.resolve_data_dir(cu.default_config())
+  assert a.parent == tmp_path and a.name.startswith("synth-")
+  assert cu.resolve_data_dir(_with(["seed=5"])) == a  # the training seed is not a corpus setting
+  assert cu.resolve_data_dir(_with(["data.per_word=3"])) != a
+  assert cu.resolve_data_dir(_with(["data.dir=/x/y"])) == Path("/x/y")
+  with pytest.raises(cu.ConfigError, match="needs --config.data.dir"):
+    cu.resolve_data_dir(_with(["data.source=folder"]))
