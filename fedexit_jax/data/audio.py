@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import Optional, Tuple
 
 import numpy as np
@@ -54,7 +55,9 @@ def load(path, sr: int = SAMPLE_RATE, expected_sr: Optional[int] = None) -> np.n
     # soundfile covers WAV/FLAC/OGG/MP3 (libsndfile >= 1.1); librosa's audioread path covers the rest.
     try:
       import librosa  # pylint: disable=import-outside-toplevel
-      mono, file_sr = librosa.load(path, sr=None, mono=True)
+      with warnings.catch_warnings():  # its "PySoundFile failed" / audioread deprecation notes
+        warnings.simplefilter("ignore")
+        mono, file_sr = librosa.load(path, sr=None, mono=True)
       data = mono[:, None]
     except Exception as e_lr:  # pylint: disable=broad-except
       raise AudioError(path, f"cannot decode audio ({type(e_sf).__name__}: {e_sf}; "
