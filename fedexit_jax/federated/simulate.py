@@ -212,7 +212,7 @@ def _finish(spec: RoundSpec, state: server.ServerState, rng: jax.Array, acc, buf
   metrics["total_examples"] = jnp.sum(ex)
   metrics["mean_loss"] = jnp.sum(jnp.where(ok, per["loss"] * ex, 0.0)) / jnp.maximum(
       jnp.sum(jnp.where(ok, ex, 0.0)), 1.0)
-  metrics["update_norm"] = optax.global_norm(mean_delta)
+  metrics["update_norm"] = optax.tree.norm(mean_delta)
   return new_state, metrics
 
 

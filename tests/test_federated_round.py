@@ -1,0 +1,235 @@
+"""The vectorised round against a per-client Python loop, recompilation, non-finite clients,
+sharding over 8 simulated devices, and the depth cost of a client step."""
+import functools
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.extend import core as jcore
+
+from fedexit_jax import federated as fl
+from fedexit_jax.federated import aggregate, simulate, trees
+from fedexit_jax.models import config as mconfig, heads, wav2vec2
+
+EXITS = (2, 4)
+CLASSES = 5
+N, T, C = 6, 8, 16
+
+
+def tiny_config(layers=4):
+  return mconfig.small(hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                       conv_dim=(C,) * 7, num_hidden_layers=layers, num_conv_pos_embeddings=4,
+                       num_conv_pos_embedding_groups=2)
+
+
+def tiny_dataset(num_clients, seed=0):
+  rs = np.random.RandomState(seed)
+  sizes = rs.randint(1, N + 1, size=num_clients)  # uneven local data: padding + example masks
+  return fl.ClientData(rs.randn(num_clients, N, T, C).astype(np.float32),
+                       np.arange(T)[None, None] < rs.randint(4, T + 1, (num_clients, N, 1)),
+                       rs.randint(0, CLASSES, (num_clients, N)).astype(np.int32),
+                       np.arange(N)[None] < sizes[:, None])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiles():
+  # These tiny programs take seconds to optimise and microseconds to run: skip XLA's heavy
+  # optimisation passes for this module only (the numerics are the same to float tolerance).
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+@pytest.fixture(scope="module")
+def setup():
+  cfg = tiny_config()
+  params, _ = fl.split_params(wav2vec2.init_params(cfg, jax.random.key(0)),
+                              heads.init_exit_heads(jax.random.key(1), 32, CLASSES, len(EXITS)))
+  client = fl.ClientSpec(cfg, EXITS, optax.sgd(0.1), loss="last", local_epochs=2, batch_size=4)
+  spec = fl.RoundSpec(client, weighting="paper", depth_levels=(2, 4), chunk_size=4)
+  state = fl.init_server_state(params, spec.server_optimizer, jax.random.key(2))
+  dataset = tiny_dataset(12)
+  depths = np.array([2, 4] * 6)
+  return cfg, spec, state, dataset, depths
+
+
+IDS = [0, 1, 2, 3, 4, 5, 6, 8, 9, 11]  # 5 x depth 2, 5 x depth 4: two chunks of 4 per bucket
+
+
+@pytest.fixture(scope="module")
+def first_round(setup):
+  _, spec, state, dataset, depths = setup
+  cohort = fl.cohort_from_dataset(dataset, IDS, depths)
+  return cohort, fl.run_round(state, cohort, spec)
+
+
+def assert_trees_close(a, b, atol=2e-6):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=1e-5)
+
+
+def test_round_equals_per_client_loop(setup, first_round):
+  _, spec, state, dataset, depths = setup
+  cohort, (new, m) = first_round
+  ref, mr = fl.run_round_reference(state, cohort, spec)
+  assert_trees_close(new.params, ref.params)
+  np.testing.assert_allclose(m["loss"], mr["loss"], rtol=1e-5)
+  np.testing.assert_array_equal(m["weight"], mr["weight"])
+  # paper weights n_i * L_i, hand-checkable from the example masks
+  np.testing.assert_array_equal(m["weight"], cohort.data.example_mask.sum(1) * cohort.depths)
+  assert int(m["num_nonfinite"]) == 0 and int(new.round) == 1
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), new.params, state.params)
+  assert all(jax.tree.leaves(changed))  # every layer and head trained by someone moved
+
+
+def test_cohort_changes_never_recompile_and_shallow_rounds_keep_deep_layers(setup):
+  _, spec, state, dataset, depths = setup
+  program = simulate._device_program(spec)
+  for ids in (IDS, [1, 3, 4, 5, 7, 9, 11, 0, 2, 10], [0, 2, 4, 6, 8, 10, 1, 3, 5, 7]):
+    state, _ = fl.run_round(state, fl.cohort_from_dataset(dataset, ids, depths), spec)
+  before = state
+  # only depth-2 clients (and other data sizes): the deep layers and exit-4 head must not move.
+  shallow_ids = [0, 2, 4, 6, 8, 10, 11, 1, 3, 5]
+  state, m = fl.run_round(state, fl.cohort_from_dataset(dataset, shallow_ids, np.full(12, 2)), spec)
+  assert program._cache_size() == 1, "a different cohort recompiled the round"
+  layers, old = state.params["backbone"]["encoder"]["layers"], before.params["backbone"]["encoder"]["layers"]
+  for new_leaf, old_leaf in zip(jax.tree.leaves(layers), jax.tree.leaves(old)):
+    np.testing.assert_array_equal(new_leaf[2:], old_leaf[2:])
+    assert np.any(np.asarray(new_leaf[:2]) != np.asarray(old_leaf[:2]))
+  np.testing.assert_array_equal(state.params["heads"]["kernel"][1], before.params["heads"]["kernel"][1])
+  assert int(state.round) == 4
+
+
+def test_nonfinite_client_is_excluded_and_counted(setup):
+  _, spec, state, dataset, depths = setup
+  ids = IDS
+  bad = fl.cohort_from_dataset(dataset, ids, depths)
+  inputs = bad.data.inputs.copy()
+  inputs[3] = np.nan  # client 3 (depth 4) diverges
+  bad = bad._replace(data=bad.data._replace(inputs=inputs))
+  new, m = fl.run_round(state, bad, spec)
+  assert int(m["num_nonfinite"]) == 1
+  np.testing.assert_array_equal(np.asarray(m["finite"]), np.arange(len(ids)) != 3)
+  assert float(m["weight"][3]) == 0.0
+  chex_finite = [bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new.params)]
+  assert all(chex_finite)
+  # same as the round in which that client had no data at all
+  empty = fl.cohort_from_dataset(dataset, ids, depths)
+  em = empty.data.example_mask.copy()
+  em[3] = False
+  clean, _ = fl.run_round(state, empty._replace(data=empty.data._replace(example_mask=em)), spec)
+  assert_trees_close(new.params, clean.params, atol=0)
+
+
+@pytest.mark.parametrize("naive", [False, True])
+def test_streamed_depth_accumulation_equals_masked_tree_mean(naive):
+  # Model-free: a 3-layer, 2-exit tree; a chunk of two depth-1 clients then one depth-3 client.
+  full = {"backbone": {"encoder": {"layers": {"w": jnp.zeros((3, 2))}}, "proj": jnp.zeros((2,))},
+          "heads": {"b": jnp.zeros((2, 1))}}
+  exits = (1, 3)
+  rs = np.random.RandomState(0)
+  d1 = jax.tree.map(lambda x: jnp.asarray(rs.randn(2, *x.shape), jnp.float32),
+                    trees.slice_to_depth(full, 1, exits))
+  d3 = jax.tree.map(lambda x: jnp.asarray(rs.randn(1, *x.shape), jnp.float32), full)
+  w1, w3 = jnp.array([2.0, 0.5]), jnp.array([3.0])
+  acc = aggregate.Accumulator(jax.tree.map(jnp.zeros_like, full), trees.zero_denominator(full))
+  acc = simulate._accumulate_depth(acc, d1, w1, 1, exits, naive)
+  acc = simulate._accumulate_depth(acc, d3, w3, 3, exits, naive)
+  streamed = aggregate.finalize(acc, full)
+  stacked = jax.tree.map(lambda a, b, c: jnp.stack([a, b, c]),
+                         *[trees.pad_to_full(jax.tree.map(lambda x: x[i], d1), full) for i in (0, 1)],
+                         jax.tree.map(lambda x: x[0], d3))
+  masks = jax.tree.map(lambda a, b, c: jnp.stack([a, b, c]), trees.depth_mask(full, 1, exits, naive),
+                       trees.depth_mask(full, 1, exits, naive), trees.depth_mask(full, 3, exits, naive))
+  assert_trees_close(streamed, fl.masked_tree_mean(stacked, masks, jnp.array([2.0, 0.5, 3.0]), full))
+  layer3 = streamed["backbone"]["encoder"]["layers"]["w"][2]
+  # layer 3: only the depth-3 client trained it; naive FedAvg dilutes it by the shallow weights.
+  expect = d3["backbone"]["encoder"]["layers"]["w"][0, 2] * (3.0 / 5.5 if naive else 1.0)
+  np.testing.assert_allclose(layer3, expect, rtol=1e-6)
+
+
+def _unrolled_flops(fn, *args):
+  """XLA's HLO cost analysis of fn(*args) with every lax.scan unrolled (a loop body is otherwise
+  counted once, whatever the depth). Analyses the lowered module: no compile needed."""
+  def unroll(jaxpr):
+    def fix(v):
+      if isinstance(v, jcore.ClosedJaxpr):
+        return v.replace(jaxpr=unroll(v.jaxpr))
+      if isinstance(v, jcore.Jaxpr):
+        return unroll(v)
+      if isinstance(v, tuple) and v and all(isinstance(x, jcore.ClosedJaxpr) for x in v):
+        return tuple(fix(x) for x in v)
+      return v
+    eqns = []
+    for e in jaxpr.eqns:
+      p = {k: fix(v) for k, v in e.params.items()}
+      if e.primitive.name == "scan":
+        p["unroll"] = p["length"]
+      eqns.append(e.replace(params=p))
+    return jaxpr.replace(eqns=eqns)
+
+  closed = jax.make_jaxpr(fn)(*args)
+  closed = closed.replace(jaxpr=unroll(closed.jaxpr))
+  return jax.jit(jcore.jaxpr_as_fun(closed)).lower(*jax.tree.leaves(args)).cost_analysis()["flops"]
+
+
+def test_depth3_client_step_costs_about_a_quarter_of_depth12():
+  cfg = tiny_config(layers=12)
+  exits = (3, 6, 9, 12)
+  params, _ = fl.split_params(wav2vec2.init_params(cfg, jax.random.key(0)),
+                              heads.init_exit_heads(jax.random.key(1), 32, CLASSES, len(exits)))
+  spec = fl.ClientSpec(cfg, exits, optax.sgd(0.1), batch_size=4)
+  batch = fl.ClientData(jnp.ones((4, 50, C)), jnp.ones((4, 50), bool), jnp.zeros(4, jnp.int32),
+                        jnp.ones(4, bool))
+  flops = {}
+  for d in (3, 12):
+    sliced = fl.slice_to_depth(params, d, exits)
+    flops[d] = _unrolled_flops(functools.partial(fl.client_step, spec, d), sliced,
+                               fl.client_init(spec, sliced), batch)
+  ratio = flops[3] / flops[12]
+  # 3/12 of the layers plus the shared projection, positional conv and heads (measured: 0.265)
+  assert 0.24 < ratio < 0.29, (ratio, flops)
+
+
+SHARDED = textwrap.dedent("""
+  import sys, jax, numpy as np
+  from jax.sharding import Mesh
+  assert len(jax.devices()) == 8, jax.devices()
+  import test_federated_round as t
+  from fedexit_jax import federated as fl
+  cfg, spec, state, dataset, depths = t.setup.__wrapped__()
+  mesh = Mesh(np.array(jax.devices()), ("clients",))
+  spec8 = fl.RoundSpec(spec.client, weighting=spec.weighting, depth_levels=spec.depth_levels,
+                       chunk_size=spec.chunk_size, mesh=mesh)
+  new, m = fl.run_round(state, fl.cohort_from_dataset(dataset, t.IDS, depths), spec8)
+  leaves = jax.tree.leaves(new.params)
+  assert len(leaves[0].sharding.device_set) == 8
+  np.savez(sys.argv[1], *[np.asarray(x) for x in leaves], loss=np.asarray(m["loss"]))
+  print("SHARDED_OK")
+""")
+
+
+def test_one_device_and_eight_simulated_devices_agree(first_round, tmp_path):
+  # chunk 4 on one device against chunk 8 (4 rounded up to the 8 devices) sharded over 8
+  # simulated CPU devices, in a fresh process (the device count is fixed at jax start-up).
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+  here = os.path.dirname(os.path.abspath(__file__))
+  env["PYTHONPATH"] = os.pathsep.join(
+      [p for p in (env.get("PYTHONPATH"), here, os.path.dirname(here)) if p])
+  out = tmp_path / "sharded.npz"
+  r = subprocess.run([sys.executable, "-c", SHARDED, str(out)], env=env, capture_output=True,
+                     text=True, timeout=600)
+  assert "SHARDED_OK" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
+  _, (new, m) = first_round
+  got = np.load(out)
+  for i, leaf in enumerate(jax.tree.leaves(new.params)):
+    np.testing.assert_allclose(got[f"arr_{i}"], np.asarray(leaf), atol=2e-6, rtol=1e-5)
+  np.testing.assert_allclose(got["loss"], np.asarray(m["loss"]), rtol=1e-5)
