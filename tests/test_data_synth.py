@@ -35,7 +35,8 @@ def test_same_seed_gives_byte_identical_files_whatever_the_workers(tmp_path):
   kw = dict(num_speakers=3, per_word=1, unknown_per_speaker=1, seed=5, progress=False)
   a = _tree_bytes(synth.synthesize_corpus(tmp_path / "a", workers=1, **kw))
   b = _tree_bytes(synth.synthesize_corpus(tmp_path / "b", workers=2, **kw))
-  assert a.keys() == b.keys() and len(a) == 3 * 11 + 6 + 2  # clips, 6 noise files, 2 lists
+  n_clips = json.loads((tmp_path / "a" / synth.MANIFEST).read_text())["num_utterances"]
+  assert a.keys() == b.keys() and len(a) == n_clips + 6 + 2  # clips, 6 noise files, 2 lists
   assert all(a[k] == b[k] for k in a)
   c = _tree_bytes(synth.synthesize_corpus(tmp_path / "c", workers=1, **{**kw, "seed": 6}))
   common = [k for k in c if k in a and k.endswith(".wav")]
@@ -51,7 +52,15 @@ def corpus(tmp_path_factory):
 
 def test_corpus_layout_is_speech_commands(corpus):
   rows = sc.scan(corpus)
-  assert len(rows) == 24 * (10 * 2 + 2)
+  assert len(rows) == json.loads((corpus / synth.MANIFEST).read_text())["num_utterances"]
+  # each speaker: 2 other words once, each keyword 0..4 times (so speakers differ in label mix)
+  per_speaker = {}
+  for _, word, spk, _ in rows:
+    per_speaker.setdefault(spk, []).append(word)
+  for words in per_speaker.values():
+    assert sum(w in sc.OTHER_WORDS for w in words) == 2
+    assert max(words.count(k) for k in sc.KEYWORDS) <= 4
+  assert len({tuple(sorted(w)) for w in per_speaker.values()}) == 24
   assert {r[1] for r in rows} >= set(sc.KEYWORDS)
   assert {r[1] for r in rows} <= set(sc.KEYWORDS + sc.OTHER_WORDS)
   speakers = {r[2] for r in rows}
@@ -85,8 +94,13 @@ def test_cli_hooks(corpus, capsys):
   # these defaults differ from the fixture's split fractions -> a clear refusal, not a rewrite
   with pytest.raises(FileExistsError):
     synth.main(args)
-  info = json.loads((corpus / synth.MANIFEST).read_text())
-  assert info["num_utterances"] == 24 * 22
+  args = parser.parse_args(["--out", str(corpus.parent / "cli"), "--speakers", "2",
+                            "--per-word", "1", "--unknown-per-speaker", "1"])
+  assert synth.main(args) == 0
+  info = json.loads((corpus.parent / "cli" / synth.MANIFEST).read_text())
+  assert info["num_utterances"] == len(sc.scan(corpus.parent / "cli"))
+  assert info["arguments"]["num_speakers"] == 2
+  assert str(corpus.parent / "cli") in capsys.readouterr().out
 
 
 def test_keywords_are_learnable_on_held_out_speakers(corpus):

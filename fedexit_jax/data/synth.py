@@ -37,7 +37,7 @@ from fedexit_jax.data import speech_commands as sc
 log = logging.getLogger(__name__)
 
 MANIFEST = "synth_manifest.json"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 _SHARD_SIZE = 8            # speakers per fresh worker process; part of the output's definition
 _SR = audio.SAMPLE_RATE
 _CLIP = _SR                # 1 s clips
@@ -171,10 +171,19 @@ def _utterance(word: str, spk: Dict, ir: np.ndarray, noise_bed: np.ndarray,
 
 def _utterance_plan(spk: Dict, seed: int, per_word: int, unknown_per_speaker: int
                     ) -> List[Tuple[str, int]]:
+  """(word, repetition) pairs a speaker records.
+
+  Like Speech Commands' volunteers, a speaker says each keyword a varying number of times,
+  uniform on 0..2*per_word (mean per_word), so speakers differ in label mix as well as in voice;
+  plus `unknown_per_speaker` distinct other words once each.
+  """
   rng = np.random.default_rng([seed, spk["index"], 0x0bad])
+  reps = rng.integers(0, 2 * per_word + 1, size=len(sc.KEYWORDS))
+  if reps.sum() == 0:
+    reps[int(rng.integers(len(sc.KEYWORDS)))] = 1
   others = rng.choice(len(sc.OTHER_WORDS), size=min(unknown_per_speaker, len(sc.OTHER_WORDS)),
                       replace=False)
-  plan = [(w, n) for w in sc.KEYWORDS for n in range(per_word)]
+  plan = [(w, n) for w, r in zip(sc.KEYWORDS, reps) for n in range(int(r))]
   return plan + [(sc.OTHER_WORDS[int(k)], 0) for k in sorted(others)]
 
 
@@ -236,7 +245,8 @@ def synthesize_corpus(out_dir, num_speakers: int = 128, per_word: int = 2,
                       overwrite: bool = False, progress: Optional[bool] = None) -> pathlib.Path:
   """Writes (or reuses) a Speech Commands-layout corpus in `out_dir`; returns its path.
 
-  num_speakers x (10 keywords x per_word + unknown_per_speaker other words) one-second clips,
+  About num_speakers x (10 keywords x per_word + unknown_per_speaker other words) one-second
+  clips (per speaker, each keyword 0..2*per_word times),
   six 30 s background-noise files, and validation/testing lists that split by speaker.
   A folder already holding a corpus made with the same arguments is reused as is; one made with
   other arguments raises unless overwrite=True; a non-empty folder that is not a corpus raises.
@@ -251,8 +261,6 @@ def synthesize_corpus(out_dir, num_speakers: int = 128, per_word: int = 2,
   out = pathlib.Path(out_dir).absolute()
   args = _arguments(num_speakers, per_word, unknown_per_speaker, seed, snr_db, val_fraction,
                     test_fraction)
-  expected_files = num_speakers * (len(sc.KEYWORDS) * per_word +
-                                   min(unknown_per_speaker, len(sc.OTHER_WORDS)))
   manifest = out / MANIFEST
   if manifest.is_file():
     old = json.loads(manifest.read_text())
@@ -271,6 +279,8 @@ def synthesize_corpus(out_dir, num_speakers: int = 128, per_word: int = 2,
   for d in sc.KEYWORDS + sc.OTHER_WORDS + (sc.BACKGROUND_DIR,):
     (tmp / d).mkdir(parents=True)
   speakers = make_speakers(num_speakers, seed)
+  expected_files = sum(len(_utterance_plan(s, seed, per_word, unknown_per_speaker))
+                       for s in speakers)
   shards = [speakers[i:i + _SHARD_SIZE] for i in range(0, num_speakers, _SHARD_SIZE)]
   tasks = [(str(tmp), s, seed, per_word, unknown_per_speaker, tuple(snr_db)) for s in shards]
   workers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
@@ -292,7 +302,9 @@ def synthesize_corpus(out_dir, num_speakers: int = 128, per_word: int = 2,
     (tmp / name).write_text("".join(f"{r}\n" for r in lines))
   counts = {s: sum(1 for v in split_of.values() if v == s) for s in sc.SPLITS}
   (tmp / MANIFEST).write_text(json.dumps(dict(
-      arguments=args, num_utterances=len(rows), speakers_per_split=counts,
+      arguments=args,
+      arguments_sha1=hashlib.sha1(json.dumps(args, sort_keys=True).encode()).hexdigest(),
+      num_utterances=len(rows), speakers_per_split=counts,
       speakers=speakers, seconds=round(time.time() - t0, 2)), indent=1))
   if out.exists():
     shutil.rmtree(out)
@@ -345,7 +357,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--out", required=True, help="folder to write (Speech Commands layout)")
   parser.add_argument("--speakers", type=int, default=128, help="number of synthetic speakers")
   parser.add_argument("--per-word", type=int, default=2,
-                      help="utterances of each of the 10 keywords per speaker")
+                      help="mean utterances of each keyword per speaker (0..2K)")
   parser.add_argument("--unknown-per-speaker", type=int, default=8,
                       help="distinct non-keyword words per speaker (the _unknown_ class)")
   parser.add_argument("--seed", type=int, default=0)
