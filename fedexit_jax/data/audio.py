@@ -33,7 +33,8 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
   if orig_sr == target_sr:
     return np.asarray(x, np.float32)
   import soxr  # pylint: disable=import-outside-toplevel
-  return soxr.resample(np.asarray(x, np.float32), orig_sr, target_sr, quality="HQ").astype(np.float32)
+  y = soxr.resample(np.asarray(x, np.float32), orig_sr, target_sr, quality="HQ")
+  return y.astype(np.float32)
 
 
 def load(path, sr: int = SAMPLE_RATE, expected_sr: Optional[int] = None) -> np.ndarray:
@@ -52,7 +53,7 @@ def load(path, sr: int = SAMPLE_RATE, expected_sr: Optional[int] = None) -> np.n
   try:
     data, file_sr = sf.read(path, dtype="float32", always_2d=True)
   except Exception as e_sf:  # pylint: disable=broad-except
-    # soundfile covers WAV/FLAC/OGG/MP3 (libsndfile >= 1.1); librosa's audioread path covers the rest.
+    # soundfile covers WAV/FLAC/OGG/MP3 (libsndfile >= 1.1); librosa/audioread the rest.
     try:
       import librosa  # pylint: disable=import-outside-toplevel
       with warnings.catch_warnings():  # its "PySoundFile failed" / audioread deprecation notes

@@ -45,7 +45,7 @@ class KeywordData(NamedTuple):
   labels: np.ndarray       # int32 [N], index into class_names
   speakers: np.ndarray     # str [N]; '' for _silence_ windows
   splits: np.ndarray       # str [N] in SPLITS
-  files: np.ndarray        # str [N], path relative to the root ('..._background_noise_/x.wav#offset')
+  files: np.ndarray        # str [N], relative path ('_background_noise_/x.wav#offset' for silence)
   class_names: Tuple[str, ...]
   num_skipped: int         # unreadable files skipped (skip_errors=True)
 
@@ -176,7 +176,8 @@ def load_folder(root, label_set: str = "12", num_samples: int = audio.SAMPLE_RAT
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
   waves, lengths, keep, skipped = [], [], [], []
   expected = None if resample else audio.SAMPLE_RATE
-  for row in tqdm(wanted, desc="decoding", unit="file", disable=None if progress is None else not progress):
+  disable = None if progress is None else not progress  # None: on when writing to a terminal
+  for row in tqdm(wanted, desc="decoding", unit="file", disable=disable):
     try:
       x, mask = audio.load_clip(os.path.join(root, row[0]), num_samples, expected_sr=expected)
     except audio.AudioError as e:

@@ -6,7 +6,8 @@ non-IID. Accuracies on it say nothing about Speech Commands.
 
 A speaker is a fixed draw of eSpeak voice (8 English accents), variant (~50 timbres), pitch,
 pitch range, speaking rate, loudness, a room (an exponentially decaying noise impulse response),
-a microphone tilt (first-order filter) and a noise colour with an SNR offset. Each utterance then
+a microphone tilt (first-order filter) and a noise colour with an SNR offset; a speaker records
+each keyword a varying number of times (label mix differs by speaker too). Each utterance then
 jitters rate and pitch, is shifted at random inside the 1 s clip, gets a random gain and additive
 noise at an SNR drawn from `snr_db`.
 
@@ -21,11 +22,11 @@ import argparse
 import hashlib
 import json
 import logging
-import subprocess
-import sys
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -166,7 +167,8 @@ def _utterance(word: str, spk: Dict, ir: np.ndarray, noise_bed: np.ndarray,
   speech_rms = np.sqrt(np.mean(x ** 2))
   start = int(rng.integers(len(noise_bed) - _CLIP))
   clip += noise_bed[start:start + _CLIP] * (speech_rms * 10 ** (-snr / 20))
-  return clip
+  peak = float(np.max(np.abs(clip)))
+  return clip * (0.99 / peak) if peak > 0.99 else clip  # never clip the 16-bit range
 
 
 def _utterance_plan(spk: Dict, seed: int, per_word: int, unknown_per_speaker: int
@@ -351,7 +353,7 @@ def _count_wavs(root: pathlib.Path) -> int:
              for f in d.iterdir() if f.suffix == ".wav")
 
 
-# ---- CLI hooks (`fedexit data synth`) --------------------------------------------------------------
+# ---- CLI hooks (`fedexit data synth`) ------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--out", required=True, help="folder to write (Speech Commands layout)")

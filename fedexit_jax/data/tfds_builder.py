@@ -125,7 +125,8 @@ def load(data_dir, label_set: str = "12") -> sc.KeywordData:
   return sc.KeywordData(
       waveforms=np.stack(cols["waveforms"]).astype(np.float32),
       lengths=np.asarray(cols["lengths"], np.int32), labels=np.asarray(cols["labels"], np.int32),
-      speakers=np.asarray(cols["speakers"], dtype=str), splits=np.asarray(cols["splits"], dtype=str),
+      speakers=np.asarray(cols["speakers"], dtype=str),
+      splits=np.asarray(cols["splits"], dtype=str),
       files=np.asarray(cols["files"], dtype=str), class_names=sc.class_names(label_set),
       num_skipped=0)
 
