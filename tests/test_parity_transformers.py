@@ -80,8 +80,10 @@ def test_every_hidden_state_matches_transformers(model_type, family, padded):
     np.testing.assert_allclose(hidden[L - 1], hs[L], atol=1e-4, rtol=0)
 
 
-def test_hubert_without_feature_projection_layer_norm():
-  cfg, model = torch_model("hubert", "group_postln", seed=2, feat_proj_layer_norm=False)
+def test_hubert_without_feature_projection_layer_norm_and_odd_pos_kernel():
+  # odd kernel: no SamePad frame removal
+  cfg, model = torch_model("hubert", "group_postln", seed=2, feat_proj_layer_norm=False,
+                           num_conv_pos_embeddings=5)
   params, _ = convert_state_dict(state_dict_numpy(model), cfg)
   assert "layer_norm" not in params["feature_projection"]
   wave = np.random.default_rng(2).standard_normal((1, 3000)).astype(np.float32)
