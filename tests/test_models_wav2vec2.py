@@ -89,3 +89,24 @@ def test_padding_does_not_change_valid_frames_of_layer_norm_encoder():
   # the last valid frames' receptive field overlaps padding in the conv stack and the pos conv
   # sees zeros instead of nothing at the edge in both cases, so all 99 frames must agree
   np.testing.assert_allclose(out[:, :, :99], ref, atol=1e-4)
+
+
+def test_vmapped_gradient_over_client_params_is_finite():
+  """What the federated engine does: per-client params stacked on a leading axis, vmap + grad."""
+  cfg = tiny()
+  params = wav2vec2.init_params(cfg, jax.random.PRNGKey(0))
+  feats, frame_mask = wav2vec2.extract_features(cfg, params, jax.random.normal(jax.random.PRNGKey(1), (2, 2000)),
+                                                jnp.ones((2, 2000)).at[1, 1500:].set(0))
+  body = {k: params[k] for k in ("feature_projection", "encoder")}
+  clients = jax.tree.map(lambda x: jnp.stack([x, 1.01 * x]), body)
+
+  def loss(p):
+    h = wav2vec2.encode_features(cfg, p, feats, frame_mask, depth=2)
+    return jnp.mean(jnp.square(h) * frame_mask[None, :, :, None])
+
+  grads = jax.jit(jax.vmap(jax.grad(loss)))(clients)
+  chex.assert_tree_all_finite(grads)
+  g = grads["encoder"]["layers"]["attention"]["q_proj"]["kernel"]
+  assert g.shape == (2, 4, 32, 32)
+  np.testing.assert_array_equal(g[:, 2:], 0.0)  # layers beyond depth get exactly zero gradient
+  assert float(jnp.abs(g[:, :2]).max()) > 0

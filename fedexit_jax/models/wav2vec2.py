@@ -31,6 +31,7 @@ Parameter tree (H hidden, L layers, C conv channels, K positional kernel, G grou
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any, Callable
@@ -70,9 +71,17 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
 # ----------------------------------------------------------------------------- initialisation
 
 
-def _dense_init(rng, shape_in: int, shape_out: int, lead: tuple[int, ...] = ()) -> Params:
+@dataclasses.dataclass(frozen=True)
+class _Normal:
+  """Placeholder for an N(0, std^2) leaf; init_params fills them all from ONE normal draw (one
+  jax.random call per leaf made init_params take ~7 s to compile on CPU)."""
+  shape: tuple[int, ...]
+  std: float
+
+
+def _dense_init(shape_in: int, shape_out: int, lead: tuple[int, ...] = ()) -> Params:
   # transformers initialises Linear weights with N(0, initializer_range=0.02) and zero bias.
-  return {"kernel": 0.02 * jax.random.normal(rng, lead + (shape_in, shape_out), jnp.float32),
+  return {"kernel": _Normal(lead + (shape_in, shape_out), 0.02),
           "bias": jnp.zeros(lead + (shape_out,), jnp.float32)}
 
 
@@ -80,17 +89,30 @@ def _norm_init(dim: int, lead: tuple[int, ...] = ()) -> Params:
   return {"scale": jnp.ones(lead + (dim,), jnp.float32), "bias": jnp.zeros(lead + (dim,), jnp.float32)}
 
 
+def _fill_normals(rng: jax.Array, tree: Params) -> Params:
+  leaves, treedef = jax.tree.flatten(tree)
+  sizes = [math.prod(x.shape) for x in leaves if isinstance(x, _Normal)]
+  flat = jax.random.normal(rng, (sum(sizes),), jnp.float32)
+  out, offset = [], 0
+  for x in leaves:
+    if isinstance(x, _Normal):
+      n = math.prod(x.shape)
+      x = x.std * flat[offset:offset + n].reshape(x.shape)
+      offset += n
+    out.append(x)
+  return jax.tree.unflatten(treedef, out)
+
+
 @_jit_config
 def init_params(config: EncoderConfig, rng: jax.Array) -> Params:
   """Random parameters with transformers' initialisation scheme (for tests and from-scratch runs;
   real runs load a pretrained checkpoint through fedexit_jax.convert)."""
   c = config
-  keys = iter(jax.random.split(rng, 16 + len(c.conv_dim)))
   conv_layers = {}
   c_in = 1
   for i, (c_out, k) in enumerate(zip(c.conv_dim, c.conv_kernel)):
-    std = math.sqrt(2.0 / (c_in * k))  # kaiming normal, as transformers' _init_weights
-    layer = {"conv": {"kernel": std * jax.random.normal(next(keys), (k, c_in, c_out), jnp.float32)}}
+    # kaiming normal, as transformers' _init_weights
+    layer = {"conv": {"kernel": _Normal((k, c_in, c_out), math.sqrt(2.0 / (c_in * k)))}}
     if c.conv_bias:
       layer["conv"]["bias"] = jnp.zeros((c_out,), jnp.float32)
     if c.feat_extract_norm == "layer" or i == 0:
@@ -99,27 +121,29 @@ def init_params(config: EncoderConfig, rng: jax.Array) -> Params:
     c_in = c_out
 
   h, L, inter = c.hidden_size, c.num_hidden_layers, c.intermediate_size
-  feature_projection = {"projection": _dense_init(next(keys), c.conv_dim[-1], h)}
+  feature_projection = {"projection": _dense_init(c.conv_dim[-1], h)}
   if _has_feat_proj_layer_norm(c):
     feature_projection["layer_norm"] = _norm_init(c.conv_dim[-1])
 
   K, G = c.num_conv_pos_embeddings, c.num_conv_pos_embedding_groups
-  v = jax.random.normal(next(keys), (K, h // G, h), jnp.float32) * (2.0 / math.sqrt(K * h))  # as transformers
-  pos_conv = {"weight_v": v, "weight_g": jnp.sqrt(jnp.sum(v * v, axis=(1, 2))),
+  pos_conv = {"weight_v": _Normal((K, h // G, h), 2.0 / math.sqrt(K * h)),  # as transformers
               "bias": jnp.zeros((h,), jnp.float32)}
 
   lead = (L,)
   layers = {
-      "attention": {name: _dense_init(next(keys), h, h, lead)
-                    for name in ("q_proj", "k_proj", "v_proj", "out_proj")},
+      "attention": {name: _dense_init(h, h, lead) for name in ("q_proj", "k_proj", "v_proj", "out_proj")},
       "layer_norm": _norm_init(h, lead),
-      "feed_forward": {"intermediate_dense": _dense_init(next(keys), h, inter, lead),
-                       "output_dense": _dense_init(next(keys), inter, h, lead)},
+      "feed_forward": {"intermediate_dense": _dense_init(h, inter, lead),
+                       "output_dense": _dense_init(inter, h, lead)},
       "final_layer_norm": _norm_init(h, lead),
   }
-  return {"feature_extractor": {"conv_layers": conv_layers},
-          "feature_projection": feature_projection,
-          "encoder": {"pos_conv": pos_conv, "layer_norm": _norm_init(h), "layers": layers}}
+  params = _fill_normals(rng, {
+      "feature_extractor": {"conv_layers": conv_layers},
+      "feature_projection": feature_projection,
+      "encoder": {"pos_conv": pos_conv, "layer_norm": _norm_init(h), "layers": layers}})
+  v = params["encoder"]["pos_conv"]["weight_v"]
+  params["encoder"]["pos_conv"]["weight_g"] = jnp.sqrt(jnp.sum(v * v, axis=(1, 2)))  # weight == v
+  return params
 
 
 def _has_feat_proj_layer_norm(config: EncoderConfig) -> bool:
