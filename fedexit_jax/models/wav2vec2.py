@@ -294,9 +294,11 @@ def encode_features(config: EncoderConfig, params: Params, features: jax.Array,
   """Feature projection + transformer to a static `depth`: -> hidden [depth, B, T, H].
 
   hidden[i] is the output of layer i+1, i.e. transformers' output_hidden_states[i + 1]. For the
-  stable-layer-norm (pre-LN) encoder the final encoder layer norm is applied to the last hidden
-  state only when depth == num_hidden_layers, matching transformers' last_hidden_state (and v4's
-  output_hidden_states[-1]); shallower exits read the raw layer outputs.
+  stable-layer-norm (pre-LN, Large) encoder the final encoder layer norm is applied to the last
+  hidden state only when depth == num_hidden_layers: that is transformers' last_hidden_state and
+  4.x's output_hidden_states[-1] (transformers 5 leaves hidden_states[-1] un-normalised, and only
+  there differs from this). Shallower depths give the raw layer outputs, so for depth d < L,
+  encode(depth=d) == encode()[:d]. The post-LN (Base) encoder has no such special case.
 
   `unroll` is lax.scan's: the same computation, with the loop unrolled (XLA's cost analysis counts
   a while-loop body once, so tests unroll to see the per-depth cost).
