@@ -91,7 +91,7 @@ def test_round_equals_per_client_loop(setup, first_round):
 
 def test_cohort_changes_never_recompile_and_shallow_rounds_keep_deep_layers(setup):
   _, spec, state, dataset, depths = setup
-  program = simulate._device_program(spec)
+  program = simulate._program(spec)
   for ids in (IDS, [1, 3, 4, 5, 7, 9, 11, 0, 2, 10], [0, 2, 4, 6, 8, 10, 1, 3, 5, 7]):
     state, _ = fl.run_round(state, fl.cohort_from_dataset(dataset, ids, depths), spec)
   before = state
@@ -233,3 +233,17 @@ def test_one_device_and_eight_simulated_devices_agree(first_round, tmp_path):
   for i, leaf in enumerate(jax.tree.leaves(new.params)):
     np.testing.assert_allclose(got[f"arr_{i}"], np.asarray(leaf), atol=2e-6, rtol=1e-5)
   np.testing.assert_allclose(got["loss"], np.asarray(m["loss"]), rtol=1e-5)
+
+
+def test_bad_round_inputs_fail_before_any_work(setup):
+  _, spec, state, dataset, depths = setup
+  with pytest.raises(ValueError, match="weighting scheme 'avg'"):
+    fl.RoundSpec(spec.client, weighting="avg")
+  with pytest.raises(ValueError, match="depth 3 is not an exit"):
+    fl.RoundSpec(spec.client, depth_levels=(2, 3))
+  with pytest.raises(ValueError, match=r"depths \[4\] outside"):
+    fl.run_round(state, fl.cohort_from_dataset(dataset, [0, 1], depths),
+                 fl.RoundSpec(spec.client, depth_levels=(2,)))
+  with pytest.raises(ValueError, match="'homogeneous' needs every client at one depth"):
+    fl.run_round(state, fl.cohort_from_dataset(dataset, [0, 1], depths),
+                 fl.RoundSpec(spec.client, weighting="homogeneous", depth_levels=(2, 4)))
