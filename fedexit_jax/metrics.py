@@ -174,12 +174,7 @@ def early_exit_policies(logits: Any, labels: Any, exits: Sequence[int],
   """Accuracy against average exit depth for early-exit inference policies.
 
   logits: [E, N, C] from the E exit heads (exit e reads layer exits[e]); labels: [N].
-  - `fixed`: name -> exit layer, e.g. {"tier depth 3": 3, "tier depth 6": 6}: every example
-    leaves at that exit (what a device of that tier runs).
-  - each threshold t: an example leaves at the first exit whose max softmax probability >= t
-    (the last exit if none does).
-  Returns dicts {"policy", "threshold", "avg_depth", "accuracy"}; avg_depth is the mean number of
-  Transformer layers run per example, the compute proxy.
+  See `policies_from_confidence` for the policies.
   """
   logits = np.asarray(logits, np.float64)
   labels = np.asarray(labels)
@@ -187,8 +182,29 @@ def early_exit_policies(logits: Any, labels: Any, exits: Sequence[int],
   if logits.ndim != 3 or logits.shape[0] != len(exits) or logits.shape[1] != labels.shape[0]:
     raise ValueError(f"logits must be [E={len(exits)}, N={labels.shape[0]}, C], "
                      f"got {logits.shape}")
-  pred = logits.argmax(-1)  # [E, N]
-  correct = pred == labels[None]
+  z = logits - logits.max(-1, keepdims=True)
+  prob = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+  return policies_from_confidence(logits.argmax(-1) == labels[None], prob.max(-1), exits,
+                                  thresholds, fixed)
+
+
+def policies_from_confidence(correct: Any, confidence: Any, exits: Sequence[int],
+                             thresholds: Iterable[float] = (),
+                             fixed: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+  """The policies from per-exit correctness and max softmax probability, both [E, N] (what
+  federated.evaluate returns):
+  - `fixed`: name -> exit layer, e.g. {"tier depth 3": 3, "tier depth 6": 6}: every example
+    leaves at that exit (what a device of that tier runs).
+  - each threshold t: an example leaves at the first exit whose max softmax probability >= t
+    (the last exit if none does).
+  Returns dicts {"policy", "threshold", "avg_depth", "accuracy"}; avg_depth is the mean number of
+  Transformer layers run per example, the compute proxy.
+  """
+  correct, conf = np.asarray(correct, bool), np.asarray(confidence)
+  exits = list(exits)
+  if correct.shape != conf.shape or correct.shape[0] != len(exits):
+    raise ValueError(f"correct {correct.shape} and confidence {conf.shape} must both be "
+                     f"[E={len(exits)}, N]")
   out = []
   for name, layer in (fixed or {}).items():
     if layer not in exits:
@@ -196,10 +212,7 @@ def early_exit_policies(logits: Any, labels: Any, exits: Sequence[int],
     e = exits.index(layer)
     out.append({"policy": name, "threshold": None, "avg_depth": float(layer),
                 "accuracy": float(correct[e].mean())})
-  z = logits - logits.max(-1, keepdims=True)
-  prob = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
-  conf = prob.max(-1)  # [E, N]
-  n = labels.shape[0]
+  n = correct.shape[1]
   for t in thresholds:
     passes = conf >= t
     passes[-1] = True  # the last exit always answers

@@ -1,0 +1,179 @@
+"""From a config to what a federated run consumes: the corpus, the client datasets, the backbone.
+
+Data flows one way: config -> corpus folder -> decoded arrays -> speaker partition -> padded
+client arrays -> (cached conv features) -> federated.ClientData. train.py calls these in order.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from fedexit_jax import config_utils
+from fedexit_jax import federated as fl
+from fedexit_jax.data import partition, speech_commands, synth
+from fedexit_jax.models import heads, wav2vec2
+from fedexit_jax.models.config import EncoderConfig
+
+log = logging.getLogger(__name__)
+
+LOSS_NAMES = {"deepest": "last", "all": "sum", "distill": "distill"}  # config name -> engine name
+
+
+class Corpus(NamedTuple):
+  train: speech_commands.KeywordData  # the clients' utterances
+  test: speech_commands.KeywordData   # the central test set (speakers no client has)
+  root: Path
+
+
+class FederatedData(NamedTuple):
+  clients: fl.ClientData      # every client's padded data, leaves [M, N, ...]
+  test_inputs: np.ndarray     # [Q, T, C] cached features, or [Q, S] waveforms (CNN trained)
+  test_mask: np.ndarray
+  test_labels: np.ndarray     # [Q]
+  summary: dict[str, Any]
+
+
+def load_corpus(config: ml_collections.ConfigDict) -> Corpus:
+  """Generates (once, cached) or finds the corpus folder and decodes it into arrays."""
+  d = config.data
+  root = config_utils.resolve_data_dir(config)
+  label_set = str(d.num_classes)
+  num_samples = int(round(d.clip_seconds * 16000))
+  if d.source == "synth":
+    root = synth.synthesize_corpus(root, num_speakers=d.num_speakers, per_word=d.per_word,
+                                   unknown_per_speaker=d.unknown_per_speaker, seed=d.seed,
+                                   snr_db=tuple(d.snr_db), val_fraction=d.val_fraction,
+                                   test_fraction=d.test_fraction,
+                                   progress=config.progress_bar)
+  if d.source == "tfds":
+    from fedexit_jax.data import tfds_builder  # pylint: disable=import-outside-toplevel
+    data = tfds_builder.load(root, label_set=label_set)
+  else:
+    if not Path(root).is_dir():
+      raise FileNotFoundError(f"data.dir {str(root)!r} is not a folder; expected an extracted "
+                              "Speech Commands v0.02 folder (word/<speaker>_nohash_<n>.wav)")
+    data = speech_commands.load_folder(root, label_set=label_set, num_samples=num_samples,
+                                       skip_errors=d.skip_bad_files,
+                                       silence_fraction=d.silence_fraction, seed=d.seed,
+                                       progress=config.progress_bar)
+  if data.num_skipped:
+    log.warning("skipped %d unreadable audio files in %s", data.num_skipped, root)
+  train, test = speech_commands.select(data, "train"), speech_commands.select(data, "test")
+  if len(test.labels) == 0:
+    raise ValueError(f"the corpus in {root} has no test split (testing_list.txt): the central "
+                     "test set would be empty")
+  return Corpus(train, test, Path(root))
+
+
+def partition_clients(config: ml_collections.ConfigDict, train: speech_commands.KeywordData
+                      ) -> partition.ClientDatasets:
+  d = config.data
+  if d.partition == "speaker":
+    parts = partition.by_speaker(train.speakers, num_clients=d.num_clients, seed=config.seed)
+  elif d.partition == "dirichlet":
+    parts = partition.dirichlet(train.labels, d.num_clients, d.dirichlet_alpha, seed=config.seed)
+  else:
+    parts = partition.iid(len(train.labels), d.num_clients, seed=config.seed)
+  return partition.client_datasets(train.waveforms, train.labels, parts,
+                                   max_examples=d.max_examples_per_client, seed=config.seed,
+                                   lengths=train.lengths, pad_multiple=config.batch_size)
+
+
+def _sample_mask(lengths: np.ndarray, num_samples: int) -> np.ndarray:
+  return np.arange(num_samples) < np.asarray(lengths)[..., None]
+
+
+def init_model(config: ml_collections.ConfigDict, encoder: EncoderConfig, rng: jax.Array
+               ) -> tuple[EncoderConfig, dict, dict]:
+  """(encoder config, backbone params, exit-head params): random init or a checkpoint."""
+  ckpt = config.model.checkpoint
+  k_model, k_heads = jax.random.split(rng)
+  if ckpt is None:
+    params = wav2vec2.init_params(encoder, k_model)
+  else:
+    from fedexit_jax import convert  # pylint: disable=import-outside-toplevel
+    if (Path(ckpt) / "params").is_dir():  # a folder written by `fedexit convert`
+      encoder, params = convert.load_converted(ckpt)
+    else:
+      encoder, params = convert.load_pytorch_checkpoint(ckpt)
+    if max(config.model.exits) > encoder.num_hidden_layers:
+      raise ValueError(f"model.exits {tuple(config.model.exits)} go beyond the checkpoint's "
+                       f"{encoder.num_hidden_layers} layers")
+  head_params = heads.init_exit_heads(k_heads, encoder.hidden_size, config.data.num_classes,
+                                      len(config.model.exits))
+  return encoder, params, head_params
+
+
+def federated_data(config: ml_collections.ConfigDict, encoder: EncoderConfig, frozen: dict,
+                   corpus: Corpus) -> FederatedData:
+  """Client datasets as the engine consumes them. With a frozen feature encoder the conv
+  features of every utterance (clients and test set) are computed here, once."""
+  cd = partition_clients(config, corpus.train)
+  summary = partition.summary(cd, config.data.num_classes)
+  smask = _sample_mask(cd.lengths, cd.waveforms.shape[-1])
+  test_smask = _sample_mask(corpus.test.lengths, corpus.test.waveforms.shape[-1])
+  # Base-style (group-norm) models are run on zero-padded audio without an attention mask, as
+  # transformers' feature extractor does for them; layer-norm models get the mask.
+  use_mask = encoder.feat_extract_norm == "layer"
+  if config.model.freeze_feature_encoder:
+    feats, fmask = fl.cache_features(encoder, frozen, cd.waveforms, smask if use_mask else None,
+                                     batch_size=config.eval_batch_size)
+    tfeats, tmask = fl.cache_features(encoder, frozen, corpus.test.waveforms,
+                                      test_smask if use_mask else None,
+                                      batch_size=config.eval_batch_size)
+    clients = fl.ClientData(feats, fmask, cd.labels, cd.example_mask)
+  else:
+    ones = np.ones_like(smask)
+    clients = fl.ClientData(cd.waveforms, smask if use_mask else ones, cd.labels,
+                            cd.example_mask)
+    tfeats, tmask = corpus.test.waveforms, test_smask if use_mask else np.ones_like(test_smask)
+  return FederatedData(clients, tfeats, tmask, corpus.test.labels.astype(np.int32), summary)
+
+
+def client_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  if c.name == "sgd":
+    return optax.sgd(c.learning_rate)
+  if c.name == "momentum":
+    return optax.sgd(c.learning_rate, momentum=c.momentum)
+  if c.name == "adam":
+    return optax.adam(c.learning_rate)
+  if c.name == "adamw":
+    return optax.adamw(c.learning_rate, weight_decay=c.weight_decay)
+  raise ValueError(f"unknown client optimizer {c.name!r}")
+
+
+def client_depths(config: ml_collections.ConfigDict, encoder: EncoderConfig, num_clients: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """(depth [M], tier index [M]) of every client; explicit depths have tier -1."""
+  exits = tuple(config.model.exits)
+  if config.client_depths is not None:
+    d = fl.explicit_depths(config.client_depths, exits, encoder.num_hidden_layers)
+    if len(d) != num_clients:
+      raise ValueError(f"client_depths lists {len(d)} depths for {num_clients} clients")
+    return d, np.full(num_clients, -1)
+  tiers = [fl.Tier(f"tier{i}", t["fraction"], t["max_depth"], t["speed"])
+           for i, t in enumerate(config.tiers)]
+  tier_of = fl.tiers.assign_tiers(num_clients, tiers, config.seed)
+  return np.array([tiers[i].max_depth for i in tier_of], np.int32), tier_of
+
+
+def round_spec(config: ml_collections.ConfigDict, encoder: EncoderConfig,
+               depth_levels: tuple[int, ...]) -> fl.RoundSpec:
+  so = config.server_optimizer
+  client = fl.ClientSpec(encoder, tuple(config.model.exits),
+                         optimizer=client_optimizer(config.client_optimizer),
+                         loss=LOSS_NAMES[config.loss], local_epochs=config.local_epochs,
+                         local_steps=config.local_steps, batch_size=config.batch_size,
+                         prox_mu=config.fedprox_mu, distill_weight=config.distill_weight,
+                         distill_temperature=config.distill_temperature,
+                         train_feature_encoder=not config.model.freeze_feature_encoder)
+  chunk = None if config.chunk_size == "auto" else int(config.chunk_size)
+  return fl.RoundSpec(client, fl.server_optimizer(so.name, so.learning_rate, momentum=so.momentum,
+                                                  b1=so.b1, b2=so.b2, eps=so.eps),
+                      weighting=config.weighting, depth_levels=depth_levels, chunk_size=chunk)

@@ -1,0 +1,175 @@
+"""train_and_evaluate(config, workdir): the one function `fedexit run` and the experiments call.
+
+A run: validate the config and the workdir -> corpus -> clients and their depths -> (cached conv
+features) -> rounds of the compiled federated engine, evaluated on the central test set at every
+trained exit, checkpointed every k rounds -> summary.md, plots, metrics.jsonl, TensorBoard.
+Everything a resumed run needs is in the checkpoint (server params, optimizer state, round, RNG)
+and in the config, so a resumed run writes exactly the rows an uninterrupted run writes.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from fedexit_jax import accounting, checkpoint, config_utils, metrics, pipeline, plots
+from fedexit_jax import federated as fl
+from fedexit_jax.federated import client as client_lib
+from fedexit_jax.federated import trees
+
+log = logging.getLogger(__name__)
+
+
+class DivergedError(RuntimeError):
+  """The global model is no longer finite."""
+
+
+def _step_costs(spec: fl.RoundSpec, params: Any, clients: fl.ClientData, depths, weighting: str
+                ) -> dict[int, dict[str, Any]]:
+  """Per depth: FLOPs and peak memory of one local step (XLA), bytes a client uploads."""
+  exits, b = spec.client.exits, spec.client.batch_size
+  batch = fl.ClientData(*(np.asarray(a[0, :b]) for a in clients))
+  out = {}
+  for d in sorted(set(int(x) for x in depths)):
+    anchor = trees.slice_to_depth(params, d, exits)
+    state = client_lib.client_init(spec.client, anchor)
+    step = functools.partial(client_lib.client_step, spec.client, d, anchor)
+    out[d] = {"flops": accounting.step_flops(step, state, batch),
+              "memory": accounting.step_memory(step, state, batch, donate_argnums=(0,)),
+              "upload": accounting.upload_bytes(params, d, exits,
+                                                train_feature_encoder=spec.client.train_feature_encoder,
+                                                whole_model=weighting == "fedavg_naive")}
+  return out
+
+
+def _test_inputs(config, encoder, params, data: pipeline.FederatedData):
+  """Cached test features, or (CNN trained) features from the current feature encoder."""
+  if config.model.freeze_feature_encoder:
+    return data.test_inputs, data.test_mask
+  fe = {"feature_extractor": params["backbone"]["feature_extractor"]}
+  mask = data.test_mask if encoder.feat_extract_norm == "layer" else None
+  return fl.cache_features(encoder, fe, data.test_inputs, mask, batch_size=config.eval_batch_size)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
+                       resume: bool = False) -> dict[str, Any]:
+  """Runs (or resumes) a federated run in `workdir`; returns the last evaluation and the costs."""
+  encoder = config_utils.validate_config(config)
+  workdir = Path(workdir)
+  start = checkpoint.check_workdir(workdir, config, resume)
+  t0 = time.time()
+  rng_model, rng_server = jax.random.split(jax.random.key(config.seed))
+  corpus = pipeline.load_corpus(config)
+  encoder, model_params, head_params = pipeline.init_model(config, encoder, rng_model)
+  params, frozen = fl.split_params(model_params, head_params,
+                                   train_feature_encoder=not config.model.freeze_feature_encoder)
+  data = pipeline.federated_data(config, encoder, frozen, corpus)
+  num_clients = int(data.clients.labels.shape[0])
+  if config.clients_per_round > num_clients:
+    raise ValueError(f"clients_per_round={config.clients_per_round} but the partition has only "
+                     f"{num_clients} clients")
+  depths, tier_of = pipeline.client_depths(config, encoder, num_clients)
+  exits = tuple(config.model.exits)
+  trained_exits = tuple(e for e in exits if e <= depths.max())
+  if trained_exits != exits:
+    log.warning("exits %s are deeper than every client (deepest depth %d): no client trains "
+                "them, so they are not evaluated", exits[len(trained_exits):], depths.max())
+  spec = pipeline.round_spec(config, encoder, tuple(sorted(set(depths.tolist()))))
+  state = fl.init_server_state(params, spec.server_optimizer, rng_server)
+  costs = _step_costs(spec, state.params, data.clients, depths, config.weighting)
+  flops = {d: c["flops"] for d, c in costs.items()}
+  speeds = np.array([config.tiers[t]["speed"] if t >= 0 else 1.0 for t in tier_of])
+
+  done = 0
+  if start is not None:
+    restored = checkpoint.restore_latest(workdir, state)
+    if restored is not None:
+      state, done = restored
+      log.info("resumed %s at round %d", workdir, done)
+  writer = metrics.MetricsWriter(workdir, resume_round=done if start is not None else None)
+  _write_run_info(workdir, data.summary, depths, corpus.root, encoder)
+
+  ev, row = None, {}
+  bar = tqdm.trange(done, config.rounds, initial=done, total=config.rounds, desc="rounds",
+                    disable=not config.progress_bar, dynamic_ncols=True)
+  for r in bar:
+    ids = fl.sample_clients(config.seed, r, num_clients, clients_per_round=config.clients_per_round)
+    cohort = fl.cohort_from_dataset(data.clients, ids, depths)
+    state, m = fl.run_round(state, cohort, spec)
+    steps = np.asarray(m["num_steps"])
+    row = {"round": r + 1,
+           "train_loss": float(m["mean_loss"]),
+           "num_nonfinite": int(m["num_nonfinite"]),
+           "examples": int(m["total_examples"]),
+           "update_norm": float(m["update_norm"]),
+           "sim_seconds": accounting.round_time(cohort.depths.tolist(), steps.tolist(),
+                                                speeds[ids].tolist(), flops,
+                                                config.accounting.flops_per_second),
+           "clients_per_depth": {str(d): int(np.sum(cohort.depths == d))
+                                 for d in spec.depth_levels}}
+    if row["num_nonfinite"]:
+      bad = np.asarray(m["client_id"])[~np.asarray(m["finite"])]
+      log.warning("round %d: %d client update(s) were not finite and were left out of the "
+                  "aggregate (clients %s)", r + 1, row["num_nonfinite"], bad.tolist())
+    last = r + 1 == config.rounds
+    if (r + 1) % config.eval_every == 0 or last:
+      tin, tmask = _test_inputs(config, encoder, state.params, data)
+      ev = fl.evaluate(encoder, state.params, tin, tmask, data.test_labels, trained_exits,
+                       batch_size=config.eval_batch_size)
+      if not np.all(np.isfinite(ev["loss"])):
+        raise DivergedError(f"round {r + 1}: the global model's test loss is not finite "
+                            f"({ev['loss'].tolist()}); lower the learning rates. The last good "
+                            f"checkpoint is in {checkpoint.checkpoint_dir(workdir)}")
+      row["error"] = {str(e): float(x) for e, x in zip(trained_exits, ev["error"])}
+      row["test_loss"] = {str(e): float(x) for e, x in zip(trained_exits, ev["loss"])}
+      bar.set_postfix(loss=f"{row['train_loss']:.3f}",
+                      err=" ".join(f"{e}:{x:.3f}" for e, x in row["error"].items()))
+    writer.write(r + 1, row)
+    if (r + 1) % config.checkpoint_every == 0 or last:
+      checkpoint.save(workdir, r + 1, state, config=config, max_to_keep=config.max_checkpoints)
+  bar.close()
+  writer.close()
+  if ev is None:  # resumed a finished run: evaluate the restored model for the report
+    tin, tmask = _test_inputs(config, encoder, state.params, data)
+    ev = fl.evaluate(encoder, state.params, tin, tmask, data.test_labels, trained_exits,
+                     batch_size=config.eval_batch_size)
+  return _report(config, workdir, ev, trained_exits, costs, time.time() - t0)
+
+
+def _write_run_info(workdir: Path, summary: dict, depths: np.ndarray, root: Path, encoder) -> None:
+  info = {"data_root": str(root), "partition": summary,
+          "clients_per_depth": {str(d): int(n) for d, n in zip(*np.unique(depths,
+                                                                          return_counts=True))},
+          "encoder": encoder.to_hf_dict()}
+  (workdir / "run_info.json").write_text(json.dumps(metrics.to_json_value(info), indent=2))
+
+
+def _report(config, workdir: Path, ev, trained_exits, costs, seconds: float) -> dict[str, Any]:
+  """summary.md, plots and the returned dict: final errors, early-exit policies, tier costs."""
+  fixed = {f"tier {i} (exit {t['max_depth']})": t["max_depth"]
+           for i, t in enumerate(config.tiers) if t["max_depth"] in trained_exits}
+  policies = metrics.policies_from_confidence(ev["correct"], ev["confidence"], trained_exits,
+                                              config.exit_policy.thresholds, fixed)
+  flops = {d: c["flops"] for d, c in costs.items()}
+  memory = {d: c["memory"] for d, c in costs.items()}
+  upload = {d: c["upload"] for d, c in costs.items()}
+  tiers = accounting.tier_table(config.tiers, flops, memory, upload) if config.tiers else []
+  rows = metrics.read_metrics(workdir)
+  sim = sum(r.get("sim_seconds", 0.0) for r in rows)
+  metrics.write_summary(workdir, rows=rows, policies=policies,
+                        tier_table_md=accounting.markdown_tier_table(tiers) if tiers else None,
+                        extra={"Run": f"- rounds: {config.rounds}\n"
+                                      f"- simulated device time: {sim:.1f} s\n"
+                                      f"- host wall-clock of this invocation: {seconds:.1f} s"})
+  num_classes = config.data.num_classes
+  plots.make_plots(workdir, tiers=tiers, policies=policies, chance=1 - 1 / num_classes)
+  return {"error": {str(e): float(x) for e, x in zip(trained_exits, ev["error"])},
+          "policies": policies, "tiers": tiers, "seconds": seconds}
