@@ -102,10 +102,12 @@ def _mesh(spec: RoundSpec) -> Mesh:
   return spec.mesh if spec.mesh is not None else Mesh(np.array(jax.devices()), (AXIS,))
 
 
-def effective_chunk_size(spec: RoundSpec) -> int:
+def effective_chunk_size(spec: RoundSpec, cohort_size: int) -> int:
+  """The chunk actually used: a multiple of the device count, and no larger than the cohort
+  (rounded up to the devices) so that a large chunk does not train padding clients."""
   n_dev = _mesh(spec).size
   c = spec.chunk_size if spec.chunk_size is not None else default_chunk_size() * n_dev
-  return math.ceil(c / n_dev) * n_dev
+  return math.ceil(min(c, cohort_size) / n_dev) * n_dev
 
 
 class Layout(NamedTuple):
@@ -199,7 +201,7 @@ def _start(params: PyTree, num_chunks: int, chunk: int):
 
 
 def _finish(spec: RoundSpec, state: server.ServerState, rng: jax.Array, acc, bufs,
-            slots: jax.Array, valid: jax.Array):
+            slots: jax.Array):
   """Masked mean -> server step; per-slot buffers -> per-client metrics in cohort order."""
   zeros = jax.tree.map(jnp.zeros_like, state.params)
   mean_delta = aggregate.finalize(acc, zeros)
@@ -227,7 +229,7 @@ def _program(spec: RoundSpec):
     for li, d in enumerate(spec.depth_levels):
       body = functools.partial(_chunk_step, spec, d, state.params, round_key, chunks)
       carry = jax.lax.fori_loop(bounds[li, 0], bounds[li, 1], body, carry)
-    return _finish(spec, state, rng, *carry, slots, chunks[2])
+    return _finish(spec, state, rng, *carry, slots)
   return jax.jit(program)
 
 
@@ -237,7 +239,7 @@ def prepare(cohort: Cohort, spec: RoundSpec):
   if spec.weighting == "homogeneous" and len(set(np.asarray(cohort.depths).tolist())) > 1:
     raise ValueError("weighting 'homogeneous' needs every client at one depth, got depths "
                      f"{sorted(set(np.asarray(cohort.depths).tolist()))}")
-  chunk = effective_chunk_size(spec)
+  chunk = effective_chunk_size(spec, len(cohort.depths))
   lay = layout(cohort.depths, spec.depth_levels, chunk)
   idx = np.maximum(lay.order, 0)
   valid = lay.order >= 0
