@@ -190,9 +190,10 @@ def positional_conv(config: EncoderConfig, p: Params, x: jax.Array) -> jax.Array
   output t reads padded inputs t .. t+K-1 in both cases. weight = g * v / ||v||, the norm taken
   over (in, out) for each tap (torch weight_norm with dim=2); g and v stay the trained parameters.
 
-  Computed as one batched GEMM over groups on unfolded windows [B, G, T, K*c]: on CPU this is 2x
-  faster than an einsum with the group axis in the middle and, unlike a grouped lax.conv, stays
-  fast under vmap and in the backward pass (measured 0.65 s vs 10.7 s for 4 vmapped clients).
+  Computed as one batched GEMM over groups, [G, B*T, K*c] @ [G, K*c, c], on unfolded windows:
+  with the group axis leading XLA:CPU runs it without transposes (4x faster than an einsum with
+  the group axis in the middle) and, unlike a grouped lax.conv, it stays fast under vmap and in
+  the backward pass (grouped lax.conv: 10.7 s vs 0.65 s for 4 vmapped clients, fwd + bwd).
   """
   K, G = config.num_conv_pos_embeddings, config.num_conv_pos_embedding_groups
   b, t, h = x.shape
@@ -201,11 +202,11 @@ def positional_conv(config: EncoderConfig, p: Params, x: jax.Array) -> jax.Array
   norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=(1, 2), keepdims=True))
   w = (p["weight_g"][:, None, None] / norm) * v
   w = w.reshape(K, c, G, c).transpose(2, 0, 1, 3).reshape(G, K * c, c)  # [G, (tap, c_in), c_out]
-  xg = x.reshape(b, t, G, c).transpose(0, 2, 1, 3)  # [B, G, T, c]
+  xg = x.reshape(b, t, G, c).transpose(2, 0, 1, 3)  # [G, B, T, c]
   xp = jnp.pad(xg, ((0, 0), (0, 0), (K // 2, K // 2), (0, 0)))
-  win = jnp.stack([xp[:, :, k:k + t] for k in range(K)], axis=3).reshape(b, G, t, K * c)
-  y = jnp.einsum("bgtj,gjo->bgto", win, w).transpose(0, 2, 1, 3).reshape(b, t, h) + p["bias"]
-  return activation(config.feat_extract_activation)(y)
+  win = jnp.stack([xp[:, :, k:k + t] for k in range(K)], axis=3).reshape(G, b * t, K * c)
+  y = jnp.einsum("gnj,gjo->gno", win, w).reshape(G, b, t, c).transpose(1, 2, 0, 3).reshape(b, t, h)
+  return activation(config.feat_extract_activation)(y + p["bias"])
 
 
 def attention(config: EncoderConfig, p: Params, x: jax.Array, key_mask: jax.Array | None):
