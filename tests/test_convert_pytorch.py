@@ -218,6 +218,36 @@ def test_fairseq_pt_checkpoint(hubert, tmp_path, style):
   assert_trees_equal(params, convert_state_dict(sd, cfg)[0])
 
 
+def test_fairseq_task_state_objects_load_as_inert_placeholders(hubert, tmp_path, monkeypatch):
+  """HuBERT's fairseq checkpoints pickle a fairseq Dictionary in task_state and numpy scalars in
+  extra_state; they must load without fairseq installed and without running its code."""
+  import types  # pylint: disable=import-outside-toplevel
+  _, sd, cfg = hubert
+  fake = types.ModuleType("fairseq.data.dictionary")
+
+  class Dictionary:  # pickled by reference as fairseq.data.dictionary.Dictionary
+    def __init__(self):
+      self.symbols = ["<s>", "a"]
+  Dictionary.__module__, Dictionary.__qualname__ = "fairseq.data.dictionary", "Dictionary"
+  fake.Dictionary = Dictionary
+  for name in ("fairseq", "fairseq.data"):
+    monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+  monkeypatch.setitem(sys.modules, "fairseq.data.dictionary", fake)
+  state = {"model": {k: torch.from_numpy(v) for k, v in to_fairseq(sd).items()},
+           "cfg": {"model": {"_name": "hubert", "encoder_layers": 2, "encoder_embed_dim": 16,
+                             "encoder_ffn_embed_dim": 24, "encoder_attention_heads": 2,
+                             "conv_feature_layers": "[(8, 10, 5), (8, 3, 2)]", "conv_pos": 4,
+                             "conv_pos_groups": 2}},
+           "task_state": {"dictionaries": [Dictionary()]},
+           "extra_state": {"best": np.float64(1.5)}}
+  torch.save(state, tmp_path / "hubert.pt")
+  for name in ("fairseq", "fairseq.data", "fairseq.data.dictionary"):  # as on a machine without fairseq
+    monkeypatch.delitem(sys.modules, name)
+  got_cfg, params = load_pytorch_checkpoint(tmp_path / "hubert.pt")
+  assert got_cfg == cfg
+  assert_trees_equal(params, convert_state_dict(sd, cfg)[0])
+
+
 def test_fairseq_config_defaults_are_base():
   cfg = config_from_fairseq({"_name": "wav2vec2"})
   assert cfg == mconfig.base(model_type="wav2vec2")
@@ -231,7 +261,7 @@ def test_unsafe_pickle_is_refused(tmp_path):
   import fractions  # pylint: disable=import-outside-toplevel
   # any class outside the allow-list (here a harmless stdlib one) must not be unpickled
   torch.save({"model": {}, "cfg": {"model": {}}, "x": fractions.Fraction(1, 3)}, tmp_path / "evil.pt")
-  with pytest.raises(ValueError, match="refusing"):
+  with pytest.raises(ValueError, match=r"refusing.*\['fractions.Fraction'\]"):
     load_pytorch_checkpoint(tmp_path / "evil.pt")
 
 

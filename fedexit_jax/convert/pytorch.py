@@ -12,8 +12,15 @@ Conversion is a pure function on numpy dicts (convert_state_dict):
      transformer layers along a leading axis.
 
 Loading: safetensors needs no torch. `.bin` and fairseq `.pt` need torch (imported lazily) and are
-read with torch.load(weights_only=True); fairseq checkpoints saved with an `args` Namespace need
-exactly one extra allowed class, argparse.Namespace (FAIRSEQ_SAFE_GLOBALS).
+read with torch.load(weights_only=True). Fairseq checkpoints pickle a few non-tensor objects; the
+globals they name are checked BEFORE loading and only these are allowed (anything else is refused
+with the list of names):
+  - argparse.Namespace: the legacy `args` config (a plain attribute bag);
+  - numpy scalar reconstruction (numpy scalar(), dtype and dtype classes): metric values in
+    `extra_state` (the set torch's documentation gives for numpy scalars);
+  - any `fairseq.*` class (e.g. fairseq.data.dictionary.Dictionary in HuBERT's `task_state`) is
+    replaced by an inert placeholder (_FairseqPlaceholder) that only stores its pickled state:
+    no fairseq code runs, and nothing of it is used (only `model` tensors and `cfg`/`args`).
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import ast
 import json
 import logging
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -311,8 +319,36 @@ def config_from_fairseq(cfg: Mapping[str, Any] | argparse.Namespace, model_type:
 
 # --------------------------------------------------------------------------------------- files
 
-# Classes fairseq checkpoints pickle besides tensors and builtins: legacy `args`.
-FAIRSEQ_SAFE_GLOBALS = (argparse.Namespace,)
+class _FairseqPlaceholder:
+  """Stands in for a fairseq class named in a checkpoint; inert: it only keeps the pickled state."""
+
+  def __new__(cls, *args, **kwargs):  # pylint: disable=unused-argument
+    return super().__new__(cls)
+
+  def __init__(self, *args, **kwargs):  # called when the pickle REDUCEs the class itself
+    self.args, self.kwargs = args, kwargs
+
+  def __setstate__(self, state):
+    self.state = state
+
+
+def _allowed_global(name: str) -> list[Any] | None:
+  """What the weights-only unpickler may build for global `name`, or None to refuse."""
+  if name == "argparse.Namespace":
+    return [argparse.Namespace]
+  if name.startswith("fairseq."):
+    return [(_FairseqPlaceholder, name)]
+  if name in ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar"):
+    try:
+      from numpy._core.multiarray import scalar  # pylint: disable=import-outside-toplevel
+    except ImportError:  # numpy < 2
+      from numpy.core.multiarray import scalar  # pylint: disable=import-outside-toplevel
+    return [(scalar, name)]
+  if name == "numpy.dtype":  # a dtype is rebuilt as an instance of its dtype class (Float64DType...)
+    dtypes = getattr(np, "dtypes", None)
+    classes = [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")] if dtypes else []
+    return [np.dtype, *classes]
+  return None
 
 
 def _torch():
@@ -325,17 +361,21 @@ def _torch():
 
 
 def _torch_load(path: Path) -> Any:
-  """torch.load with the weights-only unpickler (a checkpoint is untrusted input)."""
+  """torch.load with the weights-only unpickler (a checkpoint is untrusted input), allowing only
+  the extra globals of _allowed_global, and only those this checkpoint names."""
   torch = _torch()
-  try:
-    with torch.serialization.safe_globals(list(FAIRSEQ_SAFE_GLOBALS)):
+  needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+  allowed = {name: _allowed_global(name) for name in needed}
+  refused = sorted(name for name, objs in allowed.items() if objs is None)
+  if refused:
+    raise ValueError(f"{path}: the checkpoint pickles objects outside the allowed set (tensors, "
+                     f"builtins, argparse.Namespace, numpy scalars, inert fairseq placeholders); "
+                     f"refusing to unpickle it. Disallowed globals: {refused}")
+  with torch.serialization.safe_globals([obj for objs in allowed.values() for obj in objs]):
+    try:
       return torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:  # torch raises UnpicklingError (or RuntimeError) for disallowed globals
-    if "weights_only" in str(e) or "Unsupported global" in str(e):
-      raise ValueError(f"{path}: the checkpoint pickles objects outside the allowed set "
-                       f"(tensors, builtins, {[c.__name__ for c in FAIRSEQ_SAFE_GLOBALS]}); refusing "
-                       f"to unpickle it. torch said: {e}") from e
-    raise
+    except pickle.UnpicklingError as e:  # something the static scan could not see
+      raise ValueError(f"{path}: the weights-only unpickler refused this checkpoint: {e}") from e
 
 
 def _tensors_to_numpy(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
