@@ -18,7 +18,8 @@ Public API (stable; train.py and the benchmarks call exactly this):
                              local_epochs=1, local_steps=None, batch_size=8, prox_mu=0.0),
         server_optimizer=fl.server_optimizer("fedavg"),  # fedavgm / fedadam / fedyogi
         weighting="paper",       # samples / uniform / depth / fedavg_naive / homogeneous
-        depth_levels=(3, 6),     # every depth a cohort may hold (default: all exits)
+        depth_levels=(3, 6),     # every depth a cohort may hold (default: all exits; each
+                                 # level compiles its own bucket, so list only the tiers' depths)
         chunk_size=None)         # None: per-backend default (CPU 1, accelerators 16 per device)
     state = fl.init_server_state(params, spec.server_optimizer, jax.random.key(seed))
     for r in range(rounds):
@@ -37,7 +38,8 @@ tiers, sampling, evaluate (central evaluation and feature caching).
 """
 from fedexit_jax.federated.aggregate import SCHEMES, client_weights, masked_tree_mean
 from fedexit_jax.federated.client import (ClientData, ClientMetrics, ClientSpec, ClientState,
-                                          client_final, client_init, client_step, train_client)
+                                          client_final, client_init, client_step, train_chunk,
+                                          train_client)
 from fedexit_jax.federated.evaluate import cache_features, evaluate
 from fedexit_jax.federated.sampling import sample_clients
 from fedexit_jax.federated.server import (SERVER_OPTIMIZERS, ServerState, init_server_state,
@@ -54,5 +56,5 @@ __all__ = [
     "client_final", "client_init", "client_step", "client_weights", "cohort_from_dataset",
     "default_chunk_size", "evaluate", "explicit_depths", "homogeneous_tiers", "init_server_state",
     "masked_tree_mean", "paper_tiers", "run_round", "run_round_reference", "sample_clients",
-    "server_optimizer", "slice_to_depth", "split_params", "train_client",
+    "server_optimizer", "slice_to_depth", "split_params", "train_chunk", "train_client",
 ]
