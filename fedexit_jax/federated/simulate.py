@@ -91,9 +91,9 @@ def default_chunk_size(backend: str | None = None) -> int:
   CPU: 1. Measured on the project's 2-core CPU (4 layers, 16 clients x 4 examples, one local step,
   same-run steady-state times, load ~8 from other jobs): 128 wide: chunk 1 0.39 s, chunk 4
   0.58 s, chunk 16 (all) 1.12 s, per-client loop of the jitted client (run_round_reference)
-  0.96 s; 256 wide, 32 clients: chunk 1
-  3.27 s, chunk 4 5.50 s, chunk 32 4.62 s, loop 6.78 s. Batching per-client weights does not pay
-  on CPU; running clients one after another inside one compiled program does. Uneven data
+  0.96 s; 256 wide, 32 clients: chunk 1 3.27 s, chunk 4 5.50 s, chunk 32 4.62 s, loop 6.78 s.
+  Batching per-client weights does not pay on CPU; running clients one after another inside one
+  compiled program does. Uneven data
   (16 clients, one with 32 examples and 15 with 4, padded to 32, one epoch, batch 4, 128 wide):
   chunk 1 1.09 s, chunk 4 1.68 s, where computing the padded steps instead of skipping them
   took 4.9 s (chunk 1) and 5.1 s (chunk 4).
