@@ -241,6 +241,12 @@ def _program(spec: RoundSpec):
   return jax.jit(program)
 
 
+def round_program(spec: RoundSpec):
+  """The jitted round, program(state, chunks, bounds, slots) -> (state, metrics), with the
+  arguments `prepare` builds: for lowering it (cost and memory analysis) or timing it alone."""
+  return _program(spec)
+
+
 def prepare(cohort: Cohort, spec: RoundSpec):
   """Host-side layout of a cohort: (chunks=(data, ids, valid) [num_chunks, chunk, ...] placed
   sharded over the mesh, bounds, slots)."""
