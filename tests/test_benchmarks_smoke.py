@@ -1,0 +1,84 @@
+"""Smoke test of benchmarks/throughput.py: the GPU mode's code path (bigger chunks, results file
+with the device name) on a tiny model, one repetition, on CPU. No timing thresholds (STYLE
+principle 10): it checks that every figure is there, finite and positive, and that the script's
+last lines have the promised form."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed
+from benchmarks import throughput  # pylint: disable=g-import-not-at-top
+
+
+def _finite_positive(x):
+  return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_gpu_mode_refuses_cpu_without_allow_cpu(tmp_path):
+  if jax.default_backend() != "cpu":
+    pytest.skip("only meaningful without an accelerator")
+  with pytest.raises(SystemExit):
+    throughput.main(["--gpu", "--tiny", "--out", str(tmp_path / "gpu.json")])
+  assert not (tmp_path / "gpu.json").exists()
+
+
+def test_tiny_gpu_mode_writes_results(tmp_path, capsys):
+  out = tmp_path / "gpu.json"
+  throughput.main(["--gpu", "--allow-cpu", "--tiny", "--sections", "round,limits",
+                   "--out", str(out)])
+  res = json.loads(out.read_text())
+  assert res["machine"]["device_kind"] == jax.devices()[0].device_kind
+  assert res["mode"] == "gpu-tiny"
+  r = res["round"]
+  assert r["chunk_default"] == 2  # the GPU plan's chunk > 1 path
+  for name in ("engine", "loop"):
+    assert _finite_positive(r[name]["seconds"])
+    assert r[name]["examples_per_s"] == pytest.approx(
+        r["clients"] * res["workload"]["local_steps"] * res["workload"]["batch_size"]
+        / r[name]["seconds"])
+  assert _finite_positive(r["speedup_vs_loop"])
+  if "pytorch" in r:  # torch is a test extra, but may be absent
+    assert _finite_positive(r["speedup_vs_pytorch"])
+  lim = res["limits"]
+  for x in (lim["round_flops"], lim["matmul"]["flops_per_s"], lim["round_vs_matmul"],
+            lim["tree_mean"]["ratio"], lim["tree_mean"]["copy_bytes_per_s"]):
+    assert _finite_positive(x)
+  md = out.with_suffix(".md").read_text()
+  assert res["machine"]["device_kind"] in md and "Distance to the limit" in md
+  last = capsys.readouterr().out.strip().splitlines()
+  assert re.fullmatch(r"speedup vs per-client loop: [0-9.]+x at 4 clients", last[-2 if "pytorch" in r else -1])
+  if "pytorch" in r:
+    assert re.fullmatch(r"speedup vs PyTorch loop: [0-9.]+x at 4 clients", last[-1])
+
+
+def test_markdown_renders_every_section():
+  w = throughput.plan("quick", tiny=True).headline
+  rate = {"seconds": 2.0, "client_updates_per_s": 2.0, "examples_per_s": 4.0}
+  mem = {"argument_bytes": 2**20, "temp_bytes": 2**21, "output_bytes": 0}
+  res = {"mode": "x", "date": "d", "reps": 1, "workload": {**w.__dict__},
+         "machine": {"device_kind": "cpu", "backend": "cpu", "num_devices": 1, "cpu_model": "m",
+                     "cpu_cores": 2, "jax_version": "0", "load_average_1m": 0.0},
+         "round": {"clients": 4, "chunk_default": 1, "cache_features_seconds": 1.0,
+                   "engine": rate, "engine_chunks": {"4": {**rate, "seconds": 4.0}},
+                   "loop": {**rate, "seconds": 6.0}, "speedup_vs_loop": 3.0},
+         "cohorts": [{"clients": 4, "chunk": 1, **rate, "memory_default_chunk": mem,
+                      "memory_chunk_all": mem}],
+         "backbones": [{"preset": "small", "hidden_size": 32, "params": 10**6, "clients": 4,
+                        **rate, "memory": mem}],
+         "depths": [{"depth": 3, "seconds": 1.0, "flops": 1e9, "time_ratio": 0.25,
+                     "flop_ratio": 0.25}],
+         "limits": {"round_flops_per_s": 1e9, "round_vs_matmul": 0.5,
+                    "matmul": {"n": 8, "flops_per_s": 2e9},
+                    "tree_mean": {"clients": 4, "stacked_bytes": 2**20, "ratio": 0.5,
+                                  "tree_mean_bytes_per_s": 1e9, "copy_bytes_per_s": 2e9}}}
+  md = throughput.markdown(res)
+  assert "| engine (chunk 4) | 4 | 2 | 4 | 2.00x |" in md  # 4 s vs the default's 2 s
+  assert "3.00x" in md and "**50%**" in md and "| 3 | 1 | 1 | 0.25 | 0.25 |" in md
+  assert throughput.summary_lines(res) == ["speedup vs per-client loop: 3.00x at 4 clients"]
