@@ -35,11 +35,12 @@ def tree_mean_bandwidth(params: Any, exits: Sequence[int], depths: Sequence[int]
   Traffic counts bytes read plus bytes written on both sides: tree-mean reads the stack, masks,
   weights and the fallback tree and writes one tree; the copy reads and writes the stack."""
   k = len(depths)
-  key = jax.random.key(1)
+  rng = np.random.default_rng(1)  # numpy: eager jax.random would compile a kernel per leaf shape
   stacked = jax.tree.map(
-      lambda p: jax.random.normal(jax.random.fold_in(key, p.size), (k,) + p.shape, p.dtype), params)
-  masks = jax.tree.map(lambda *m: jnp.stack(m),
-                       *[trees.depth_mask(params, int(d), exits) for d in depths])
+      lambda p: jnp.asarray(rng.standard_normal((k,) + p.shape, dtype=np.float32)), params)
+  per_depth = {d: jax.jit(lambda t, d=d: trees.depth_mask(t, d, exits))(params)
+               for d in sorted({int(d) for d in depths})}
+  masks = jax.tree.map(lambda *m: jnp.stack(m), *[per_depth[int(d)] for d in depths])
   weights = jnp.asarray(np.asarray(depths, np.float32))
   fallback = jax.tree.map(jnp.zeros_like, params)
   stacked, masks, weights, fallback = block((stacked, masks, weights, fallback))
