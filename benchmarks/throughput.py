@@ -319,6 +319,7 @@ def markdown(res: dict[str, Any]) -> str:
            + (f", torch {m['torch_version']} ({m.get('torch_threads')} threads)"
               if "torch_version" in m else "")
            + f"; 1-min load average at start {m['load_average_1m']:.1f}.", "",
+           *([f"Note: {res['note']}", ""] if res.get("note") else []),
            f"Workload: preset `{w['preset']}`, {w['num_clients']} clients (depths 3/6 alternating), "
            f"{w['local_steps']} local steps x batch {w['batch_size']}, clips of "
            f"{w['clip_samples']} samples, SGD. Median of {res['reps']} steady-state rounds.", "",
@@ -401,7 +402,7 @@ SECTIONS = ("round", "cohorts", "backbones", "depths", "limits")
 
 
 def run(mode: str, tiny: bool = False, out: Path | None = None, with_torch: bool = True,
-        reps: int | None = None, sections=SECTIONS, log=print) -> dict[str, Any]:
+        reps: int | None = None, sections=SECTIONS, note: str = "", log=print) -> dict[str, Any]:
   """The sections of `mode` ("quick", "full" or "gpu"); writes JSON (+ markdown) to `out`.
   "round" always runs (the other sections compare against it)."""
   unknown = set(sections) - set(SECTIONS)
@@ -412,7 +413,8 @@ def run(mode: str, tiny: bool = False, out: Path | None = None, with_torch: bool
   t0 = time.perf_counter()
   res: dict[str, Any] = {"mode": p.name, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                          "machine": common.machine(), "reps": reps,
-                         "workload": dataclasses.asdict(p.headline)}
+                         "workload": dataclasses.asdict(p.headline), "note": note,
+                         "sections": ["round"] + [x for x in SECTIONS[1:] if x in sections]}
   if with_torch and not _torch_usable():
     with_torch = False
   bench = get_bench(p.headline, with_torch=True)
@@ -463,6 +465,7 @@ def main(argv=None):
   ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
   ap.add_argument("--sections", default=",".join(SECTIONS),
                   help=f"comma-separated subset of {SECTIONS} (round always runs)")
+  ap.add_argument("--note", default="", help="conditions to record with the results")
   ap.add_argument("--reps", type=int, default=None, help="timed rounds per figure")
   ap.add_argument("--out", type=Path, default=None,
                   help="results file (default benchmarks/results/{cpu,cpu_quick,gpu}.json)")
@@ -473,7 +476,7 @@ def main(argv=None):
   out = a.out or RESULTS / {"gpu": "gpu.json", "quick": "cpu_quick.json", "full": "cpu.json"}[mode]
   res = run(mode, tiny=a.tiny, out=out, with_torch=not a.no_torch,
             reps=1 if a.tiny and a.reps is None else a.reps,
-            sections=tuple(x for x in a.sections.split(",") if x),
+            sections=tuple(x for x in a.sections.split(",") if x), note=a.note,
             log=lambda s: print(s, file=sys.stderr, flush=True))
   print(markdown(res))
   print(f"results: {out} ({res['total_seconds']:.0f} s)")
