@@ -255,7 +255,10 @@ def cohort_scaling(w: Workload, sizes, memory_sizes, reps: int) -> list[dict[str
     if k in memory_sizes:
       row["memory_default_chunk"] = b.memory(spec)
       row["memory_chunk_all"] = b.memory(wk.round_spec(chunk_size=k))
-    row["maxrss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    row["maxrss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # host, cumulative
+    stats = jax.devices()[0].memory_stats() or {}  # accelerators: the allocator's peak so far
+    if "peak_bytes_in_use" in stats:
+      row["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
     rows.append(row)
   return rows
 
