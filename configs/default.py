@@ -17,10 +17,10 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.rounds = 100  # federated rounds
+  c.rounds = 40  # federated rounds
   c.eval_every = 5  # evaluate the global model on the central test set every k rounds (and last)
   c.eval_batch_size = 128
-  c.checkpoint_every = 20  # rounds between checkpoints (the last round is always saved)
+  c.checkpoint_every = 10  # rounds between checkpoints (the last round is always saved)
   c.max_checkpoints = 2  # finalized checkpoints kept on disk
   c.progress_bar = True
 
@@ -67,7 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.client_depths = None  # optional explicit depth per client (a tuple of num_clients exits)
   c.clients_per_round = 10
 
-  c.local_epochs = 1
+  c.local_epochs = 2
   c.local_steps = None  # if set, exactly this many local steps per client instead of epochs
   c.batch_size = 16
   c.client_optimizer = ml_collections.ConfigDict()
