@@ -16,12 +16,7 @@ EXITS = (2, 4)
 C = 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 @pytest.fixture(scope="module")

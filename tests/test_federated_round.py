@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.extend import core as jcore
 
+from fedexit_jax import accounting
 from fedexit_jax import federated as fl
 from fedexit_jax.federated import aggregate, simulate, trees
 from fedexit_jax.models import config as mconfig, heads, wav2vec2
@@ -37,14 +37,7 @@ def tiny_dataset(num_clients, seed=0):
                        np.arange(N)[None] < sizes[:, None])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-  # These tiny programs take seconds to optimise and microseconds to run: skip XLA's heavy
-  # optimisation passes for this module only (the numerics are the same to float tolerance).
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 @pytest.fixture(scope="module")
@@ -155,31 +148,6 @@ def test_streamed_depth_accumulation_equals_masked_tree_mean(naive):
   np.testing.assert_allclose(layer3, expect, rtol=1e-6)
 
 
-def _unrolled_flops(fn, *args):
-  """XLA's HLO cost analysis of fn(*args) with every lax.scan unrolled (a loop body is otherwise
-  counted once, whatever the depth). Analyses the lowered module: no compile needed."""
-  def unroll(jaxpr):
-    def fix(v):
-      if isinstance(v, jcore.ClosedJaxpr):
-        return v.replace(jaxpr=unroll(v.jaxpr))
-      if isinstance(v, jcore.Jaxpr):
-        return unroll(v)
-      if isinstance(v, tuple) and v and all(isinstance(x, jcore.ClosedJaxpr) for x in v):
-        return tuple(fix(x) for x in v)
-      return v
-    eqns = []
-    for e in jaxpr.eqns:
-      p = {k: fix(v) for k, v in e.params.items()}
-      if e.primitive.name == "scan":
-        p["unroll"] = p["length"]
-      eqns.append(e.replace(params=p))
-    return jaxpr.replace(eqns=eqns)
-
-  closed = jax.make_jaxpr(fn)(*args)
-  closed = closed.replace(jaxpr=unroll(closed.jaxpr))
-  return jax.jit(jcore.jaxpr_as_fun(closed)).lower(*jax.tree.leaves(args)).cost_analysis()["flops"]
-
-
 def test_depth3_client_step_costs_about_a_quarter_of_depth12():
   cfg = tiny_config(layers=12)
   exits = (3, 6, 9, 12)
@@ -191,8 +159,8 @@ def test_depth3_client_step_costs_about_a_quarter_of_depth12():
   flops = {}
   for d in (3, 12):
     sliced = fl.slice_to_depth(params, d, exits)
-    flops[d] = _unrolled_flops(functools.partial(fl.client_step, spec, d), sliced,
-                               fl.client_init(spec, sliced), batch)
+    flops[d] = accounting.step_flops(functools.partial(fl.client_step, spec, d), sliced,
+                                     fl.client_init(spec, sliced), batch)
   ratio = flops[3] / flops[12]
   # 3/12 of the layers plus the shared projection, positional conv and heads (measured: 0.265)
   assert 0.24 < ratio < 0.29, (ratio, flops)
