@@ -1,9 +1,10 @@
 """The embedded offline default: `fedexit run --workdir DIR` runs this.
 
 A synthetic spoken-keyword corpus (eSpeak NG speech in the Speech Commands layout, generated once
-and cached), the laptop-sized 12-layer backbone from random init, about a hundred clients split by
-speaker into the paper's two device tiers (half capped at exit 3, half at exit 6). Sized to learn
-visibly in a few minutes on 2 CPU cores.
+and cached), the laptop-sized 12-layer backbone self-supervised-pretrained offline (the shipped
+`builtin:small_ssl`, HuBERT-style masked prediction on other synthetic speakers, see
+fedexit_jax/pretrain.py), about a hundred clients split by speaker into the paper's two device
+tiers (half capped at exit 3, half at exit 6). Sized to learn in a few minutes on 2 CPU cores.
 
 Every other config starts from this one (`get_config()` below) and changes values: its keys are
 the schema that `fedexit_jax.config_utils.validate_config` checks against, so a typo in a config
@@ -52,9 +53,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.preset = "small"  # fedexit_jax.models.config presets: small | base | large
   # EncoderConfig fields replacing the preset's, e.g. --config.model.overrides.hidden_size=64
   c.model.overrides = ml_collections.ConfigDict()
-  # None: random init. Else a converted checkpoint folder (`fedexit convert`), a PyTorch/HF
-  # checkpoint path, or a Hub id such as "facebook/hubert-base-ls960" already in the local cache.
-  c.model.checkpoint = None
+  # None: random init. Else "builtin:small_ssl" (shipped, made by `fedexit pretrain`), a folder
+  # from `fedexit convert`/`fedexit pretrain`, a PyTorch/HF checkpoint path, or a Hub id such as
+  # "facebook/hubert-base-ls960" already in the local cache. A checkpoint fixes the architecture:
+  # model.overrides that contradict it are errors.
+  c.model.checkpoint = "builtin:small_ssl"
   c.model.exits = (3, 6, 9, 12)  # 1-based Transformer layers with an exit head
   c.model.freeze_feature_encoder = True  # frozen CNN: its features are computed once and cached
 

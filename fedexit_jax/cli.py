@@ -50,6 +50,7 @@ simulated in JAX.
   fedexit run ...          run a federated experiment (see `fedexit run --help`)
   fedexit data synth ...   generate the offline synthetic spoken-keyword corpus
   fedexit convert SRC ...  convert a PyTorch/Hugging Face checkpoint to this project's format
+  fedexit pretrain ...     HuBERT-style self-supervised pretraining of a backbone (offline)
 """
 
 
@@ -103,14 +104,27 @@ def _convert_parser(sub) -> None:
   p.add_argument("--out", required=True, metavar="DIR", help="output folder")
 
 
+def _pretrain_parser(sub) -> None:
+  from fedexit_jax import pretrain  # light: jax, optax, numpy
+  p = sub.add_parser(
+      "pretrain", help="self-supervised (HuBERT-style) pretraining of a backbone, offline",
+      description="Masked prediction of k-means MFCC codes (HuBERT's first iteration) on "
+                  "unlabelled audio; writes a folder usable as --config.model.checkpoint. The "
+                  "default run's built-in `builtin:small_ssl` was made by `fedexit pretrain "
+                  "--out DIR` with the defaults below.",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  pretrain.add_arguments(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="fedexit", description=_MAIN_HELP,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = parser.add_subparsers(dest="command", metavar="{run,data,convert}")
+  sub = parser.add_subparsers(dest="command", metavar="{run,data,convert,pretrain}")
   sub.required = True
   _run_parser(sub)
   _data_parser(sub)
   _convert_parser(sub)
+  _pretrain_parser(sub)
   return parser
 
 
@@ -178,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(args._unavailable)
       from fedexit_jax.data import synth
       return int(synth.main(args) or 0)
+    if args.command == "pretrain":
+      from fedexit_jax import pretrain
+      return pretrain.main(args)
     return _convert(args)
   except Exception as e:  # pylint: disable=broad-except
     if not _is_user_error(e):

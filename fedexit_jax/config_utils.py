@@ -102,8 +102,8 @@ def _coerce(text: str, like: Any, key: str) -> Any:
       return int(text.replace("_", ""))
     if isinstance(like, float):
       return float(text)
-    if isinstance(like, str):
-      return text
+    if isinstance(like, str):  # "None" unsets an optional string (model.checkpoint=None)
+      return None if text in ("None", "none") else text
     if isinstance(like, (tuple, list)):
       value = _parse_literal(text)
       if isinstance(value, str):  # a bare word: a 1-element sequence

@@ -16,6 +16,7 @@ import optax
 
 from fedexit_jax import config_utils
 from fedexit_jax import federated as fl
+from fedexit_jax import pretrain
 from fedexit_jax.data import partition, speech_commands, synth
 from fedexit_jax.models import heads, wav2vec2
 from fedexit_jax.models.config import EncoderConfig
@@ -98,10 +99,19 @@ def init_model(config: ml_collections.ConfigDict, encoder: EncoderConfig, rng: j
     params = wav2vec2.init_params(encoder, k_model)
   else:
     from fedexit_jax import convert  # pylint: disable=import-outside-toplevel
+    if str(ckpt).startswith(pretrain.BUILTIN_PREFIX):
+      ckpt = pretrain.resolve_builtin(ckpt)
     if (Path(ckpt) / "params").is_dir():  # a folder written by `fedexit convert`
       encoder, params = convert.load_converted(ckpt)
     else:
       encoder, params = convert.load_pytorch_checkpoint(ckpt)
+    for key, value in config.model.overrides.to_dict().items():
+      value = tuple(value) if isinstance(value, list) else value
+      if getattr(encoder, key) != value:
+        raise config_utils.ConfigError(
+            f"model.overrides.{key}={value!r} contradicts the checkpoint "
+            f"{str(config.model.checkpoint)!r}, whose {key} is {getattr(encoder, key)!r}; drop the override, or set "
+            "model.checkpoint=None to train that architecture from random init")
     if max(config.model.exits) > encoder.num_hidden_layers:
       raise ValueError(f"model.exits {tuple(config.model.exits)} go beyond the checkpoint's "
                        f"{encoder.num_hidden_layers} layers")

@@ -29,7 +29,8 @@ def test_every_config_has_the_default_schema(name):
 
 def test_default_config_values():
   c = cu.default_config()
-  assert c.data.source == "synth" and c.model.preset == "small" and c.model.checkpoint is None
+  assert c.data.source == "synth" and c.model.preset == "small"
+  assert c.model.checkpoint == "builtin:small_ssl"
   assert c.data.num_clients >= 100 and c.clients_per_round <= c.data.num_clients
   assert sum(t["fraction"] for t in c.tiers) == 1.0
   assert c.weighting == "paper" and c.model.freeze_feature_encoder is True

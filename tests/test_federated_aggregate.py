@@ -43,6 +43,25 @@ def test_zero_weight_client_with_nan_does_not_poison():
   np.testing.assert_allclose(out["rows"], [[2.5], [10.0]])
 
 
+@pytest.mark.parametrize("k", [5, 16, 37])
+def test_masked_tree_mean_matches_numpy_for_any_number_of_clients(k):
+  # Stacks above 16 clients are summed block by block (padded): same result, NaN-safe.
+  rng = np.random.default_rng(k)
+  x = rng.standard_normal((k, 3, 4)).astype(np.float32)
+  m = (rng.random((k, 3, 1)) < 0.6).astype(np.float32)
+  w = rng.uniform(0.5, 2.0, k).astype(np.float32)
+  w[1] = 0.0
+  x[1] = np.nan  # a zero-weight client's NaN must not leak
+  fallback = np.full((3, 4), -9.0, np.float32)
+  out = masked_tree_mean({"a": jnp.asarray(x)}, {"a": jnp.asarray(m)}, jnp.asarray(w),
+                         {"a": jnp.asarray(fallback)})["a"]
+  wm = w[:, None, None] * m
+  num = np.nansum(np.where(wm != 0, x * wm, 0.0), axis=0)
+  den = wm.sum(0)
+  want = np.where(den > 0, num / np.where(den > 0, den, 1.0), fallback)
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+
+
 def test_streaming_accumulator_equals_one_shot():
   stacked, masks, fallback = _tiny()
   w = jnp.array([1.0, 3.0, 2.0])

@@ -291,7 +291,8 @@ def _check_depth(config: EncoderConfig, depth: int | None) -> int:
 @functools.partial(jax.jit, static_argnums=(0, 4), static_argnames=("config", "depth", "unroll"))
 def encode_features(config: EncoderConfig, params: Params, features: jax.Array,
                     frame_mask: jax.Array | None = None, depth: int | None = None, *,
-                    unroll: int | bool = 1) -> jax.Array:
+                    unroll: int | bool = 1, time_mask: jax.Array | None = None,
+                    mask_embedding: jax.Array | None = None) -> jax.Array:
   """Feature projection + transformer to a static `depth`: -> hidden [depth, B, T, H].
 
   hidden[i] is the output of layer i+1, i.e. transformers' output_hidden_states[i + 1]. For the
@@ -303,6 +304,10 @@ def encode_features(config: EncoderConfig, params: Params, features: jax.Array,
 
   `unroll` is lax.scan's: the same computation, with the loop unrolled (XLA's cost analysis counts
   a while-loop body once, so tests unroll to see the per-depth cost).
+
+  `time_mask` [B, T] (bool) with `mask_embedding` [H]: masked-prediction pretraining. The projected
+  features of masked frames are replaced by the embedding before the positional conv, where
+  transformers' HubertModel applies `masked_spec_embed`.
   """
   depth = _check_depth(config, depth)
   eps = config.layer_norm_eps
@@ -311,6 +316,10 @@ def encode_features(config: EncoderConfig, params: Params, features: jax.Array,
   if _has_feat_proj_layer_norm(config):
     x = layer_norm(fp["layer_norm"], x, eps)
   x = dense(fp["projection"], x)
+  if (time_mask is None) != (mask_embedding is None):
+    raise ValueError("time_mask and mask_embedding go together")
+  if time_mask is not None:
+    x = jnp.where(time_mask[..., None], mask_embedding.astype(x.dtype), x)
 
   enc = params["encoder"]
   if frame_mask is not None:
