@@ -18,7 +18,8 @@ updates layer by layer (the paper's depth-aware aggregation), then evaluates the
 the central test set at every exit.
 
 Without --config it runs configs/default.py: the offline synthetic spoken-keyword corpus, the
-small 12-layer backbone, 100 speaker clients in two tiers (exit 3 / exit 6); a few minutes on a
+small 12-layer backbone self-supervised-pretrained offline (builtin:small_ssl), 100 speaker
+clients in two tiers (exit 3 / exit 6); a few minutes on a
 laptop CPU.
 
 Workdir outputs:
