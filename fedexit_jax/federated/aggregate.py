@@ -70,6 +70,7 @@ def _client_sum(x: jax.Array, w: jax.Array) -> jax.Array:
   return total
 
 
+@jax.jit
 def weighted_sums(stacked: PyTree, masks: PyTree, weights: jax.Array) -> Accumulator:
   """The (numerator, denominator) of one stack of clients; see `masked_tree_mean`."""
   weights = jnp.asarray(weights, jnp.float32)
