@@ -93,6 +93,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.distill_temperature = 1.0
   c.fedprox_mu = 0.0  # FedProx proximal term; 0 disables it
   c.chunk_size = "auto"  # clients trained at once inside the compiled round: "auto" or an int
+  # On CPU: split the host into this many JAX devices so that clients train on every core at once
+  # ("auto": one per available core; 1: a single device). No effect on GPU/TPU runs.
+  c.cpu_devices = "auto"
 
   # Early-exit inference reported at the end: a fixed exit per tier, and exit at the first head
   # whose max softmax probability reaches each threshold.

@@ -33,7 +33,7 @@ TIER_KEYS = ("fraction", "max_depth", "speed")
 # Free-form sub-dicts: their keys are checked against EncoderConfig's fields, not the default.
 _OPEN_DICTS = ("model.overrides",)
 # Fields that hold either a string or an int ("auto" or a number).
-_INT_OR_STR = ("chunk_size",)
+_INT_OR_STR = ("chunk_size", "cpu_devices")
 
 
 class ConfigError(ValueError):
@@ -336,6 +336,9 @@ def validate_config(config: ml_collections.ConfigDict,
   cs = config.chunk_size
   if not (cs == "auto" or (isinstance(cs, int) and not isinstance(cs, bool) and cs > 0)):
     raise ConfigError(f"chunk_size must be 'auto' or a positive int, got {cs!r}")
+  if config.cpu_devices != "auto" and (isinstance(config.cpu_devices, bool) or not isinstance(
+      config.cpu_devices, int) or config.cpu_devices < 1):
+    raise ConfigError(f"cpu_devices must be 'auto' or a positive int, got {config.cpu_devices!r}")
 
   enc = encoder_config(config)
   depth = enc.num_hidden_layers

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from fedexit_jax import accounting, checkpoint, config_utils, metrics, pipeline, plots
+from fedexit_jax import accounting, checkpoint, config_utils, metrics, pipeline, plots, runtime
 from fedexit_jax import federated as fl
 from fedexit_jax.federated import client as client_lib
 from fedexit_jax.federated import trees
@@ -63,6 +63,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                        resume: bool = False) -> dict[str, Any]:
   """Runs (or resumes) a federated run in `workdir`; returns the last evaluation and the costs."""
   encoder = config_utils.validate_config(config)
+  cpu_devices = runtime.use_cpu_devices(config.cpu_devices)  # before JAX runs anything
   workdir = Path(workdir)
   start = checkpoint.check_workdir(workdir, config, resume)
   t0 = time.time()
@@ -95,7 +96,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
       state, done = restored
       log.info("resumed %s at round %d", workdir, done)
   writer = metrics.MetricsWriter(workdir, resume_round=done if start is not None else None)
-  _write_run_info(workdir, data.summary, depths, corpus.root, encoder)
+  _write_run_info(workdir, data.summary, depths, corpus.root, encoder, cpu_devices)
 
   ev, row = None, {}
   bar = tqdm.trange(done, config.rounds, initial=done, total=config.rounds, desc="rounds",
@@ -144,8 +145,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   return _report(config, workdir, ev, trained_exits, costs, time.time() - t0)
 
 
-def _write_run_info(workdir: Path, summary: dict, depths: np.ndarray, root: Path, encoder) -> None:
+def _write_run_info(workdir: Path, summary: dict, depths: np.ndarray, root: Path, encoder,
+                    cpu_devices: int) -> None:
   info = {"data_root": str(root), "partition": summary,
+          "devices": [str(d) for d in jax.devices()], "cpu_devices": cpu_devices,
           "clients_per_depth": {str(d): int(n) for d, n in zip(*np.unique(depths,
                                                                           return_counts=True))},
           "encoder": encoder.to_hf_dict()}

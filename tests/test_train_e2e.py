@@ -22,6 +22,7 @@ TINY = [
     "data.num_speakers=12", "data.per_word=1", "data.unknown_per_speaker=2",
     "data.test_fraction=0.25", "data.num_clients=6", "clients_per_round=3", "data.clip_seconds=0.5",
     "batch_size=8", "model.exits=(2, 4)", "model.checkpoint=None",
+    "cpu_devices=1",  # the in-process reference run and the killed subprocess: same devices
     ('tiers=[{"fraction": 0.5, "max_depth": 2, "speed": 1.0}, '
      '{"fraction": 0.5, "max_depth": 4, "speed": 2.0}]'),
     "model.overrides.hidden_size=32", "model.overrides.num_hidden_layers=4",
