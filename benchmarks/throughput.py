@@ -37,7 +37,7 @@ import numpy as np
 
 from benchmarks import common, limits  # pylint: disable=g-import-not-at-top
 from benchmarks.common import Workload, block, median_time
-from fedexit_jax import accounting
+from fedexit_jax import accounting, runtime
 from fedexit_jax import federated as fl
 from fedexit_jax.federated import simulate
 
@@ -472,7 +472,12 @@ def main(argv=None):
   ap.add_argument("--reps", type=int, default=None, help="timed rounds per figure")
   ap.add_argument("--out", type=Path, default=None,
                   help="results file (default benchmarks/results/{cpu,cpu_quick,gpu}.json)")
+  ap.add_argument("--cpu-devices", default="auto",
+                  help="on CPU, JAX devices to split the host into, as `fedexit run` does "
+                       "(auto: one per core; 1: the engine on one device). The per-client JAX "
+                       "loop runs on one device either way, as such loops do")
   a = ap.parse_args(argv)
+  runtime.use_cpu_devices(a.cpu_devices if a.cpu_devices == "auto" else int(a.cpu_devices))
   mode = "gpu" if a.gpu else ("quick" if a.quick else "full")
   if a.gpu and jax.default_backend() == "cpu" and not a.allow_cpu:
     ap.error("--gpu: jax sees no GPU (backend cpu); pass --allow-cpu to run it anyway")

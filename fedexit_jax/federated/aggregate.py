@@ -47,7 +47,7 @@ def _safe(x: jax.Array, w: jax.Array) -> jax.Array:
 _UNROLL = 16
 
 
-def _client_sum(x: jax.Array, w: jax.Array) -> jax.Array:
+def client_sum(x: jax.Array, w: jax.Array) -> jax.Array:
   """sum_k w_k x_k over the leading axis, skipping (not multiplying) clients with w_k == 0."""
   def block_sum(xb, wb):
     total = None
@@ -79,7 +79,7 @@ def weighted_sums(stacked: PyTree, masks: PyTree, weights: jax.Array) -> Accumul
     return weights.reshape((-1,) + (1,) * (x.ndim - 1)) * jnp.asarray(m, jnp.float32)
 
   def num(x, m):
-    return _client_sum(x, client_weights(x, m))
+    return client_sum(x, client_weights(x, m))
 
   def den(x, m):
     w = client_weights(x, m)

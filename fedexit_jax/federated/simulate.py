@@ -158,7 +158,7 @@ def _accumulate_depth(acc: aggregate.Accumulator, delta: PyTree, w: jax.Array, d
   wsum = jnp.sum(w)
 
   def num(path, a, x):
-    s = jnp.tensordot(w, aggregate._safe(x, w.reshape((-1,) + (1,) * (x.ndim - 1))), axes=1)
+    s = aggregate.client_sum(x, w.reshape((-1,) + (1,) * (x.ndim - 1)))
     kind = trees.leaf_kind(path)
     if kind == "shared":
       return a + s
