@@ -153,6 +153,7 @@ def pretrain(config: EncoderConfig, waveforms: np.ndarray, spec: PretrainSpec, s
   t0 = time.time()
   targets = cluster_targets(mfcc_frames(waveforms, config), spec.num_clusters, seed)
   t_targets = time.time() - t0
+  t0 = time.time()
   k_params, k_heads, k_loop = jax.random.split(jax.random.PRNGKey(seed), 3)
   params = wav2vec2.init_params(config, k_params)
   heads = init_heads(k_heads, config, spec)
