@@ -178,20 +178,6 @@ def _accumulate_depth(acc: aggregate.Accumulator, delta: PyTree, w: jax.Array, d
 _METRICS = ("loss", "finite", "weight", "num_examples", "num_steps")
 
 
-def _train_on_devices(spec: RoundSpec, depth: int, sliced: PyTree, data: ClientData,
-                      keys: jax.Array):
-  """train_chunk with each device running its own clients (shard_map), so that a device skips
-  the local steps its clients have no data for without waiting on the others. Under plain SPMD
-  the chunk-wide skip predicate is an all-reduce per local step and a step runs on every device
-  if any client needs it."""
-  mesh = _mesh(spec)
-  train = functools.partial(train_chunk, spec.client, depth)
-  if mesh.size == 1:
-    return train(sliced, data, keys)
-  return jax.shard_map(train, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)),
-                       out_specs=P(AXIS), check_vma=False)(sliced, data, keys)
-
-
 def _chunk_step(spec: RoundSpec, depth: int, params: PyTree, round_key: jax.Array, chunks,
                 j, carry):
   """Trains chunk j (all clients of depth `depth`) and adds it to the accumulator."""
@@ -201,7 +187,7 @@ def _chunk_step(spec: RoundSpec, depth: int, params: PyTree, round_key: jax.Arra
   data, ids, valid = jax.lax.with_sharding_constraint((data, ids, valid), shard)
   sliced = trees.slice_to_depth(params, depth, spec.client.exits)
   keys = jax.vmap(lambda i: jax.random.fold_in(round_key, i))(ids)
-  delta, m = _train_on_devices(spec, depth, sliced, data, keys)
+  delta, m = train_chunk(spec.client, depth, sliced, data, keys)
   w = aggregate.client_weights(spec.weighting, m.num_examples, depth)
   w = jnp.where(valid & m.finite, w, 0.0)
   acc = _accumulate_depth(acc, delta, w, depth, spec.client.exits,
