@@ -110,8 +110,8 @@ def init_model(config: ml_collections.ConfigDict, encoder: EncoderConfig, rng: j
       if getattr(encoder, key) != value:
         raise config_utils.ConfigError(
             f"model.overrides.{key}={value!r} contradicts the checkpoint "
-            f"{str(config.model.checkpoint)!r}, whose {key} is {getattr(encoder, key)!r}; drop the override, or set "
-            "model.checkpoint=None to train that architecture from random init")
+            f"{str(config.model.checkpoint)!r}, whose {key} is {getattr(encoder, key)!r}; drop "
+            "the override, or set model.checkpoint=None to train that architecture from scratch")
     if max(config.model.exits) > encoder.num_hidden_layers:
       raise ValueError(f"model.exits {tuple(config.model.exits)} go beyond the checkpoint's "
                        f"{encoder.num_hidden_layers} layers")

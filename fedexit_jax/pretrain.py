@@ -149,7 +149,8 @@ def pretrain(config: EncoderConfig, waveforms: np.ndarray, spec: PretrainSpec, s
              progress: bool = True) -> tuple[dict, dict[str, Any]]:
   """Pretrains a freshly initialised backbone on `waveforms` [N, S]; -> (params, report)."""
   if max(spec.exits) > config.num_hidden_layers:
-    raise ValueError(f"exits {spec.exits} go beyond the backbone's {config.num_hidden_layers} layers")
+    raise ValueError(f"exits {spec.exits} go beyond the backbone's "
+                     f"{config.num_hidden_layers} layers")
   t0 = time.time()
   targets = cluster_targets(mfcc_frames(waveforms, config), spec.num_clusters, seed)
   t_targets = time.time() - t0

@@ -36,7 +36,8 @@ def use_cpu_devices(value: int | str) -> int:
   """Splits the host into `value` CPU devices if JAX has not started yet; returns the CPU device
   count in effect. Where JAX already runs (a Python session that used it, XLA_FLAGS forcing a
   count), the existing devices are kept and a differing request is logged, not applied: the
-  count changes speed, not what a round computes (1 and 8 devices agree, tests/test_federated_round.py)."""
+  count changes speed, not what a round computes (1 and 8 devices agree to float rounding,
+  tests/test_federated_round.py)."""
   want = resolve_cpu_devices(value)
   if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     try:
