@@ -2,9 +2,10 @@
 every core.
 
 XLA:CPU runs a client's small matrices on one core; splitting the host into several CPU devices
-lets the round's sharded chunk axis put a client on each core at once (measured on the project's
-2-core box, `benchmarks/results/cpu_quick_2dev.md`: a 32-client round 0.711 s -> 0.431 s). The
-count must be set before JAX first runs anything, so the CLI applies it at the start of a run.
+lets the round's sharded chunk axis put a client on each core at once (measured back to back on
+the project's 2-core box with `benchmarks/throughput.py --quick`: a 32-client round 0.711 s on
+one device, 0.431 s on two). The count must be set before JAX first runs anything, so
+`train.train_and_evaluate` applies it first thing.
 """
 from __future__ import annotations
 
