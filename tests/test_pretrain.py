@@ -125,3 +125,15 @@ def test_init_model_rejects_overrides_that_contradict_the_checkpoint():
                                         ["model.overrides.hidden_size=64"])
   with pytest.raises(config_utils.ConfigError, match="hidden_size"):
     pipeline.init_model(config, config_utils.encoder_config(config), jax.random.PRNGKey(0))
+
+
+def test_the_default_config_starts_from_the_builtin_checkpoint():
+  from fedexit_jax import config_utils
+  config = config_utils.default_config()
+  enc, params, head_params = pipeline.init_model(config, config_utils.encoder_config(config),
+                                                 jax.random.PRNGKey(0))
+  _, shipped = saved.load_converted(pretrain.resolve_builtin(config.model.checkpoint))
+  assert enc == mconfig.small()
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(shipped)):
+    np.testing.assert_array_equal(a, b)
+  assert head_params["kernel"].shape == (4, 2 * enc.hidden_size, config.data.num_classes)
