@@ -336,9 +336,11 @@ def validate_config(config: ml_collections.ConfigDict,
   cs = config.chunk_size
   if not (cs == "auto" or (isinstance(cs, int) and not isinstance(cs, bool) and cs > 0)):
     raise ConfigError(f"chunk_size must be 'auto' or a positive int, got {cs!r}")
-  if config.cpu_devices != "auto" and (isinstance(config.cpu_devices, bool) or not isinstance(
-      config.cpu_devices, int) or config.cpu_devices < 1):
-    raise ConfigError(f"cpu_devices must be 'auto' or a positive int, got {config.cpu_devices!r}")
+  from fedexit_jax import runtime  # pylint: disable=import-outside-toplevel
+  try:
+    runtime.resolve_cpu_devices(config.cpu_devices)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
   enc = encoder_config(config)
   depth = enc.num_hidden_layers
@@ -406,11 +408,15 @@ def resolve_data_dir(config: ml_collections.ConfigDict) -> Path:
   if config.data.source != "synth":
     raise ConfigError(f"data.source={config.data.source!r} needs --config.data.dir")
   import hashlib  # pylint: disable=import-outside-toplevel
-  import os  # pylint: disable=import-outside-toplevel
   settings = {k: config.data[k] for k in SYNTH_KEYS}
   digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()
-  root = Path(os.environ.get("FEDEXIT_CACHE", Path.home() / ".cache" / "fedexit_jax"))
-  return root.expanduser() / f"synth-{digest[:12]}"
+  return cache_root() / f"synth-{digest[:12]}"
+
+
+def cache_root() -> Path:
+  """Where generated corpora live: $FEDEXIT_CACHE, default ~/.cache/fedexit_jax."""
+  import os  # pylint: disable=import-outside-toplevel
+  return Path(os.environ.get("FEDEXIT_CACHE", Path.home() / ".cache" / "fedexit_jax")).expanduser()
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:

@@ -212,7 +212,7 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-  import os  # pylint: disable=import-outside-toplevel
+  from fedexit_jax import config_utils  # pylint: disable=import-outside-toplevel
   from fedexit_jax.convert import saved  # pylint: disable=import-outside-toplevel
   from fedexit_jax.data import speech_commands, synth  # pylint: disable=import-outside-toplevel
   from fedexit_jax.models import config as model_config  # pylint: disable=import-outside-toplevel
@@ -223,11 +223,11 @@ def main(args) -> int:
   corpus = args.corpus
   corpus_args = {"folder": corpus}
   if corpus is None:
-    cache = Path(os.environ.get("FEDEXIT_CACHE", Path.home() / ".cache" / "fedexit_jax"))
     corpus_args = dict(num_speakers=args.speakers, per_word=2, unknown_per_speaker=8,
                        seed=args.corpus_seed, val_fraction=0.0, test_fraction=0.0)
     corpus = synth.synthesize_corpus(
-        cache.expanduser() / f"synth-pretrain-s{args.corpus_seed}-n{args.speakers}", **corpus_args)
+        config_utils.cache_root() / f"synth-pretrain-s{args.corpus_seed}-n{args.speakers}",
+        **corpus_args)
   data = speech_commands.load_folder(corpus, label_set="35", silence_fraction=0.0)
   config = model_config.get_preset(args.preset)
   spec = PretrainSpec(steps=args.steps, batch_size=args.batch_size,
