@@ -153,7 +153,7 @@ class Bench:
     train_client: every local step and every layer counted)."""
     cs = self.w.client_spec()
     one = jax.tree.map(lambda a: jnp.asarray(a[0]), self.cohort.data)
-    sliced = fl.slice_to_depth(self.params, depth, cs.exits)
+    sliced = cs.slice_params(self.params, depth)
     fn = functools.partial(fl.train_client, cs, depth)
     return accounting.step_flops(fn, sliced, one, jax.random.key(0))
 
@@ -282,7 +282,7 @@ def depth_savings(bench: Bench, reps: int) -> list[dict[str, Any]]:
   key = jax.random.key(0)
   rows = []
   for d in cs.exits:
-    sliced = fl.slice_to_depth(bench.params, d, cs.exits)
+    sliced = cs.slice_params(bench.params, d)
     fn = simulate._jit_train(cs, d)  # pylint: disable=protected-access  # the loop's compiled client
     t, _ = median_time(lambda: block(fn(sliced, one, key)), max(reps, 3))
     rows.append({"depth": d, "seconds": t, "flops": bench.client_flops(d)})

@@ -129,18 +129,20 @@ def tree_bytes(tree: Any) -> int:
 
 
 def upload_bytes(params: Any, depth: int, exits: Sequence[int], *,
-                 train_feature_encoder: bool = False, whole_model: bool = False) -> int:
+                 train_feature_encoder: bool = False, whole_model: bool = False,
+                 deepest_only: bool = False) -> int:
   """Bytes a client of maximum depth `depth` sends back after a round.
 
   `params` is the global model tree: the backbone (feature_extractor, feature_projection,
   encoder/{pos_conv, layer_norm, layers}) and, anywhere under a "heads" key, the exit heads
   stacked over exits (leading axis len(exits)). The client sends what it trained: everything but
   the frozen feature_extractor (unless `train_feature_encoder`), the first `depth` of the stacked
-  encoder layers (leading axis = num layers), and the heads of exits <= depth. `whole_model`:
-  the `fedavg_naive` baseline, where every client returns the whole model.
+  encoder layers (leading axis = num layers), and the heads it trained: every exit <= depth, or
+  with `deepest_only` (the paper's loss on the deepest exit) only the exit at its depth.
+  `whole_model`: the `fedavg_naive` baseline, where every client returns the whole model.
   """
   exits = list(exits)
-  n_heads = sum(e <= depth for e in exits)
+  n_heads = 1 if deepest_only else sum(e <= depth for e in exits)
   total = 0
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     keys = _keys(path)

@@ -39,14 +39,15 @@ def _step_costs(spec: fl.RoundSpec, params: Any, clients: fl.ClientData, depths,
   batch = fl.ClientData(*(np.asarray(a[0, :b]) for a in clients))
   out = {}
   for d in sorted(set(int(x) for x in depths)):
-    anchor = trees.slice_to_depth(params, d, exits)
+    anchor = spec.client.slice_params(params, d)
     state = client_lib.client_init(spec.client, anchor)
     step = functools.partial(client_lib.client_step, spec.client, d, anchor)
     out[d] = {"flops": accounting.step_flops(step, state, batch),
               "memory": accounting.step_memory(step, state, batch, donate_argnums=(0,)),
               "upload": accounting.upload_bytes(params, d, exits,
                                                 train_feature_encoder=spec.client.train_feature_encoder,
-                                                whole_model=weighting == "fedavg_naive")}
+                                                whole_model=weighting == "fedavg_naive",
+                                                deepest_only=spec.client.deepest_only)}
   return out
 
 
@@ -79,11 +80,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                      f"{num_clients} clients")
   depths, tier_of = pipeline.client_depths(config, encoder, num_clients)
   exits = tuple(config.model.exits)
-  trained_exits = tuple(e for e in exits if e <= depths.max())
-  if trained_exits != exits:
-    log.warning("exits %s are deeper than every client (deepest depth %d): no client trains "
-                "them, so they are not evaluated", exits[len(trained_exits):], depths.max())
   spec = pipeline.round_spec(config, encoder, tuple(sorted(set(depths.tolist()))))
+  trained_exits = trees.trained_exits(exits, depths, spec.client.deepest_only)
+  if trained_exits != exits:
+    log.warning("no client trains exit(s) %s (client depths %s, loss %r), so they are not "
+                "evaluated", tuple(e for e in exits if e not in trained_exits),
+                sorted(set(depths.tolist())), config.loss)
   state = fl.init_server_state(params, spec.server_optimizer, rng_server)
   costs = _step_costs(spec, state.params, data.clients, depths, config.weighting)
   flops = {d: c["flops"] for d, c in costs.items()}
@@ -123,8 +125,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     last = r + 1 == config.rounds
     if (r + 1) % config.eval_every == 0 or last:
       tin, tmask = _test_inputs(config, encoder, state.params, data)
-      ev = fl.evaluate(encoder, state.params, tin, tmask, data.test_labels, trained_exits,
-                       batch_size=config.eval_batch_size)
+      ev = fl.evaluate(encoder, state.params, tin, tmask, data.test_labels, exits,
+                       batch_size=config.eval_batch_size, heads_at=trained_exits)
       if not np.all(np.isfinite(ev["loss"])):
         raise DivergedError(f"round {r + 1}: the global model's test loss is not finite "
                             f"({ev['loss'].tolist()}); lower the learning rates. The last good "
@@ -140,8 +142,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   writer.close()
   if ev is None:  # resumed a finished run: evaluate the restored model for the report
     tin, tmask = _test_inputs(config, encoder, state.params, data)
-    ev = fl.evaluate(encoder, state.params, tin, tmask, data.test_labels, trained_exits,
-                     batch_size=config.eval_batch_size)
+    ev = fl.evaluate(encoder, state.params, tin, tmask, data.test_labels, exits,
+                     batch_size=config.eval_batch_size, heads_at=trained_exits)
   return _report(config, workdir, ev, trained_exits, costs, time.time() - t0)
 
 

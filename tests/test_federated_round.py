@@ -122,30 +122,40 @@ def test_nonfinite_client_is_excluded_and_counted(setup):
 
 
 @pytest.mark.parametrize("naive", [False, True])
-def test_streamed_depth_accumulation_equals_masked_tree_mean(naive):
+@pytest.mark.parametrize("deep", [False, True])
+def test_streamed_depth_accumulation_equals_masked_tree_mean(naive, deep):
   # Model-free: a 3-layer, 2-exit tree; a chunk of two depth-1 clients then one depth-3 client.
   full = {"backbone": {"encoder": {"layers": {"w": jnp.zeros((3, 2))}}, "proj": jnp.zeros((2,))},
           "heads": {"b": jnp.zeros((2, 1))}}
   exits = (1, 3)
   rs = np.random.RandomState(0)
   d1 = jax.tree.map(lambda x: jnp.asarray(rs.randn(2, *x.shape), jnp.float32),
-                    trees.slice_to_depth(full, 1, exits))
-  d3 = jax.tree.map(lambda x: jnp.asarray(rs.randn(1, *x.shape), jnp.float32), full)
+                    trees.slice_to_depth(full, 1, exits, deep))
+  d3 = jax.tree.map(lambda x: jnp.asarray(rs.randn(1, *x.shape), jnp.float32),
+                    trees.slice_to_depth(full, 3, exits, deep))
   w1, w3 = jnp.array([2.0, 0.5]), jnp.array([3.0])
   acc = aggregate.Accumulator(jax.tree.map(jnp.zeros_like, full), trees.zero_denominator(full))
-  acc = simulate._accumulate_depth(acc, d1, w1, 1, exits, naive)
-  acc = simulate._accumulate_depth(acc, d3, w3, 3, exits, naive)
+  acc = simulate._accumulate_depth(acc, d1, w1, 1, exits, naive, deep)
+  acc = simulate._accumulate_depth(acc, d3, w3, 3, exits, naive, deep)
   streamed = aggregate.finalize(acc, full)
+  one = lambda t, i: jax.tree.map(lambda x: x[i], t)
   stacked = jax.tree.map(lambda a, b, c: jnp.stack([a, b, c]),
-                         *[trees.pad_to_full(jax.tree.map(lambda x: x[i], d1), full) for i in (0, 1)],
-                         jax.tree.map(lambda x: x[0], d3))
-  masks = jax.tree.map(lambda a, b, c: jnp.stack([a, b, c]), trees.depth_mask(full, 1, exits, naive),
-                       trees.depth_mask(full, 1, exits, naive), trees.depth_mask(full, 3, exits, naive))
+                         *[trees.pad_to_full(one(d1, i), full, 1, exits, deep) for i in (0, 1)],
+                         trees.pad_to_full(one(d3, 0), full, 3, exits, deep))
+  mask = lambda d: trees.depth_mask(full, d, exits, naive, deep)
+  masks = jax.tree.map(lambda a, b, c: jnp.stack([a, b, c]), mask(1), mask(1), mask(3))
   assert_trees_close(streamed, fl.masked_tree_mean(stacked, masks, jnp.array([2.0, 0.5, 3.0]), full))
   layer3 = streamed["backbone"]["encoder"]["layers"]["w"][2]
   # layer 3: only the depth-3 client trained it; naive FedAvg dilutes it by the shallow weights.
   expect = d3["backbone"]["encoder"]["layers"]["w"][0, 2] * (3.0 / 5.5 if naive else 1.0)
   np.testing.assert_allclose(layer3, expect, rtol=1e-6)
+  # exit-1 head: the deepest-exit loss leaves it to the depth-1 clients alone (hand-derived mean)
+  h1 = (2.0 * d1["heads"]["b"][0, 0] + 0.5 * d1["heads"]["b"][1, 0]) / 2.5
+  if not deep:  # the summed loss trains it at depth 3 too
+    h1 = (2.5 * h1 + 3.0 * d3["heads"]["b"][0, 0]) / 5.5
+  elif naive:  # hetero FedAvg averages the depth-3 client's untouched head (zero delta) in
+    h1 = 2.5 * h1 / 5.5
+  np.testing.assert_allclose(streamed["heads"]["b"][0], h1, rtol=1e-5)
 
 
 def test_depth3_client_step_costs_about_a_quarter_of_depth12():
@@ -158,7 +168,7 @@ def test_depth3_client_step_costs_about_a_quarter_of_depth12():
                         jnp.ones(4, bool))
   flops = {}
   for d in (3, 12):
-    sliced = fl.slice_to_depth(params, d, exits)
+    sliced = spec.slice_params(params, d)
     flops[d] = accounting.step_flops(functools.partial(fl.client_step, spec, d), sliced,
                                      fl.client_init(spec, sliced), batch)
   ratio = flops[3] / flops[12]

@@ -2,7 +2,8 @@
 
 Everything is written for ONE client at a static depth on unbatched arrays; the round (simulate.py)
 vmaps it over a chunk of clients. A client's params are the server's trainable tree sliced to its
-depth (trees.slice_to_depth), so deeper layers are neither run nor touched.
+depth (ClientSpec.slice_params): layers [:depth] and only the exit heads its loss reads, so deeper
+layers and unread heads are neither run nor touched.
 
 Uneven data sizes are data, not shape: every client's arrays are padded to the same N examples
 with an `example_mask`. The local schedule always has the same number of steps S; a batch that
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fedexit_jax.federated import trees
 from fedexit_jax.models import early_exit, wav2vec2
 from fedexit_jax.models.config import EncoderConfig
 
@@ -62,6 +64,20 @@ class ClientSpec:
                        f"local_steps ({self.local_steps}) must be >= 1")
     object.__setattr__(self, "exits", tuple(int(e) for e in self.exits))
 
+  @property
+  def deepest_only(self) -> bool:
+    """The loss reads only the client's deepest exit, so that is the only head it trains."""
+    return self.loss == "last"
+
+  def heads_at(self, depth: int) -> tuple[int, ...]:
+    """The exits whose heads a depth-`depth` client computes and trains."""
+    start, stop = trees.exit_rows(self.exits, depth, self.deepest_only)
+    return self.exits[start:stop]
+
+  def slice_params(self, tree: PyTree, depth: int) -> PyTree:
+    """The part of the server's trainable tree a depth-`depth` client holds and trains."""
+    return trees.slice_to_depth(tree, depth, self.exits, self.deepest_only)
+
   def num_steps(self, num_padded_examples: int) -> int:
     if self.local_steps is not None:
       return self.local_steps
@@ -91,14 +107,15 @@ class ClientMetrics(NamedTuple):
 
 
 def exit_losses(spec: ClientSpec, depth: int, params: PyTree, batch: ClientData) -> jax.Array:
-  """Per-exit logits [n, B, C] for the n exits <= depth (computing features if unfrozen)."""
+  """Logits [n, B, C] of the n exits the client trains, spec.heads_at(depth) (computing features
+  if unfrozen)."""
   if spec.train_feature_encoder:
     feats, fmask = wav2vec2.extract_features(spec.config, params["backbone"], batch.inputs,
                                              batch.input_mask)
   else:
     feats, fmask = batch.inputs, batch.input_mask
   return early_exit.exit_logits(spec.config, params["backbone"], params["heads"], feats, fmask,
-                                spec.exits, depth)
+                                spec.exits, depth, heads_at=spec.heads_at(depth))
 
 
 def data_loss(spec: ClientSpec, depth: int, params: PyTree, batch: ClientData) -> jax.Array:
@@ -190,7 +207,7 @@ def batch_schedule(spec: ClientSpec, example_mask: jax.Array, rng: jax.Array):
 
 def train_client(spec: ClientSpec, depth: int, params: PyTree, data: ClientData,
                  rng: jax.Array):
-  """init -> lax.scan(client_step) -> final for one client. params: server tree sliced to depth.
+  """init -> lax.scan(client_step) -> final for one client. params: spec.slice_params(server, depth).
   Returns (delta sliced to depth, ClientMetrics)."""
   idx, ok = batch_schedule(spec, data.example_mask, rng)
 

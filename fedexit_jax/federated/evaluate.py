@@ -27,10 +27,12 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
   return np.pad(a, [(0, size - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _eval_batch(config, params, features, frame_mask, labels, exits):
-  logits = early_exit.exit_logits(config, params["backbone"], params["heads"], features,
-                                  frame_mask, exits, exits[-1])  # [E, B, C]
+@functools.partial(jax.jit, static_argnums=(0, 5, 6))
+def _eval_batch(config, params, features, frame_mask, labels, exits, heads_at):
+  rows = np.asarray([exits.index(e) for e in heads_at])  # static: the evaluated heads' rows
+  head_params = jax.tree.map(lambda x: x[rows], params["heads"])
+  logits = early_exit.exit_logits(config, params["backbone"], head_params, features,
+                                  frame_mask, exits, heads_at[-1], heads_at=heads_at)  # [n, B, C]
   logp = jax.nn.log_softmax(logits, axis=-1)
   nll = -jnp.take_along_axis(logp, labels[None, :, None].astype(jnp.int32), axis=-1)[..., 0]
   pred = jnp.argmax(logits, axis=-1)
@@ -38,15 +40,21 @@ def _eval_batch(config, params, features, frame_mask, labels, exits):
 
 
 def evaluate(config: EncoderConfig, params: PyTree, features, frame_mask, labels,
-             exits: Sequence[int], batch_size: int = 64) -> dict[str, np.ndarray]:
-  """Error of the global model at every exit on a central test set.
+             exits: Sequence[int], batch_size: int = 64,
+             heads_at: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+  """Error of the global model at its exits on a central test set.
 
-  params: the trainable tree {"backbone", "heads"}; features [M, T, C] cached conv features,
-  frame_mask [M, T], labels [M]. Returns numpy arrays: "error" [E] and "loss" [E] (mean over the
-  M examples), and per example "correct" [E, M] and "confidence" [E, M] (max softmax probability,
-  for confidence-threshold early exit).
+  params: the trainable tree {"backbone", "heads"} with one head row per exit of `exits`;
+  features [M, T, C] cached conv features, frame_mask [M, T], labels [M]. heads_at: the exits to
+  evaluate (default all; train.py passes only the exits some client trains). Returns numpy arrays
+  over the n evaluated exits: "error" [n] and "loss" [n] (mean over the M examples), and per
+  example "correct" [n, M] and "confidence" [n, M] (max softmax probability, for
+  confidence-threshold early exit).
   """
   exits = tuple(int(e) for e in exits)
+  heads_at = exits if heads_at is None else tuple(int(e) for e in heads_at)
+  if not heads_at or any(e not in exits for e in heads_at) or list(heads_at) != sorted(heads_at):
+    raise ValueError(f"evaluate: heads_at {heads_at} must be increasing exits of {exits}")
   features, frame_mask, labels = np.asarray(features), np.asarray(frame_mask), np.asarray(labels)
   m = labels.shape[0]
   if m == 0:
@@ -55,7 +63,7 @@ def evaluate(config: EncoderConfig, params: PyTree, features, frame_mask, labels
   correct, nll, conf = [], [], []
   for s, e in _batches(m, bs):
     c, l, p = _eval_batch(config, params, _pad(features[s:e], bs), _pad(frame_mask[s:e], bs),
-                          _pad(labels[s:e], bs), exits)
+                          _pad(labels[s:e], bs), exits, heads_at)
     correct.append(np.asarray(c)[:, :e - s])
     nll.append(np.asarray(l)[:, :e - s])
     conf.append(np.asarray(p)[:, :e - s])

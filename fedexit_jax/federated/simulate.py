@@ -9,7 +9,8 @@ How a round runs (run_round):
      chunk's clients are trained together (client.train_chunk: a lax.scan over local steps of a
      vmapped client step; steps where no client of the chunk has data are skipped) and their
      deltas are added into full-shaped (numerator, denominator) accumulators: a depth-d chunk
-     touches only rows [:d] of the stacked layers and the heads of exits <= d.
+     touches only rows [:d] of the stacked layers and the heads its loss trains (the exit at d
+     for the paper's deepest-exit loss, every exit <= d for the summed losses).
      Memory is therefore one chunk of client models, whatever the cohort size.
   3. The masked mean (aggregate.finalize) becomes a pseudo-gradient for the server optimizer.
 The chunk axis is sharded over the devices of a 1-D mesh ("clients"): the same code runs on one
@@ -150,25 +151,22 @@ def layout(depths: np.ndarray, levels: Sequence[int], chunk: int,
 
 
 def _accumulate_depth(acc: aggregate.Accumulator, delta: PyTree, w: jax.Array, depth: int,
-                      exits: Sequence[int], naive: bool) -> aggregate.Accumulator:
-  """Adds a chunk of depth-`depth` clients (deltas sliced to depth, leading chunk axis) into the
-  full-shaped accumulator: rows [:depth] of layers and [:n_exits] of heads. With `naive` (the
-  hetero-FedAvg baseline) the rows the clients did not train count with a zero delta."""
-  n_ex = trees.num_exits_upto(exits, depth)
-  wsum = jnp.sum(w)
-
+                      exits: Sequence[int], naive: bool,
+                      deepest_only: bool = False) -> aggregate.Accumulator:
+  """Adds a chunk of depth-`depth` clients (deltas sliced as ClientSpec.slice_params does, leading
+  chunk axis) into the full-shaped accumulator: rows [:depth] of layers and the `trees.exit_rows`
+  of heads. With `naive` (the hetero-FedAvg baseline) the rows the clients did not train count
+  with a zero delta."""
   def num(path, a, x):
     s = aggregate.client_sum(x, w.reshape((-1,) + (1,) * (x.ndim - 1)))
-    kind = trees.leaf_kind(path)
-    if kind == "shared":
-      return a + s
-    return a.at[:(depth if kind == "layer" else n_ex)].add(s)
+    rows = trees.row_range(path, depth, exits, deepest_only)
+    return a + s if rows is None else a.at[rows[0]:rows[1]].add(s)
+
+  wsum = jnp.sum(w)
 
   def den(path, a):
-    kind = trees.leaf_kind(path)
-    if kind == "shared" or naive:
-      return a + wsum
-    return a.at[:(depth if kind == "layer" else n_ex)].add(wsum)
+    rows = trees.row_range(path, depth, exits, deepest_only)
+    return a + wsum if rows is None or naive else a.at[rows[0]:rows[1]].add(wsum)
 
   return aggregate.Accumulator(
       jax.tree_util.tree_map_with_path(num, acc.numerator, delta),
@@ -185,13 +183,13 @@ def _chunk_step(spec: RoundSpec, depth: int, params: PyTree, round_key: jax.Arra
   data, ids, valid = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, j, 0, False), chunks)
   shard = NamedSharding(_mesh(spec), P(AXIS))
   data, ids, valid = jax.lax.with_sharding_constraint((data, ids, valid), shard)
-  sliced = trees.slice_to_depth(params, depth, spec.client.exits)
+  sliced = spec.client.slice_params(params, depth)
   keys = jax.vmap(lambda i: jax.random.fold_in(round_key, i))(ids)
   delta, m = train_chunk(spec.client, depth, sliced, data, keys)
   w = aggregate.client_weights(spec.weighting, m.num_examples, depth)
   w = jnp.where(valid & m.finite, w, 0.0)
   acc = _accumulate_depth(acc, delta, w, depth, spec.client.exits,
-                          aggregate.counts_untrained(spec.weighting))
+                          aggregate.counts_untrained(spec.weighting), spec.client.deepest_only)
   vals = {"loss": m.loss, "finite": m.finite, "weight": w,
           "num_examples": m.num_examples, "num_steps": m.num_steps}
   bufs = {k: jax.lax.dynamic_update_index_in_dim(bufs[k], vals[k].astype(bufs[k].dtype), j, 0)
@@ -298,11 +296,12 @@ def run_round_reference(state: server.ServerState, cohort: Cohort, spec: RoundSp
   for k, d in enumerate(np.asarray(cohort.depths).tolist()):
     data = ClientData(*(jnp.asarray(a[k]) for a in cohort.data))
     key = jax.random.fold_in(round_key, int(cohort.client_ids[k]))
-    delta, m = _jit_train(spec.client, d)(trees.slice_to_depth(state.params, d, exits), data, key)
+    delta, m = _jit_train(spec.client, d)(spec.client.slice_params(state.params, d), data, key)
     w = aggregate.client_weights(spec.weighting, m.num_examples, d)
     weights.append(jnp.where(m.finite, w, 0.0))
-    deltas.append(trees.pad_to_full(delta, state.params))
-    masks.append(trees.depth_mask(state.params, d, exits, everything=naive))
+    deep = spec.client.deepest_only
+    deltas.append(trees.pad_to_full(delta, state.params, d, exits, deep))
+    masks.append(trees.depth_mask(state.params, d, exits, everything=naive, deepest_only=deep))
     metrics.append(m)
   stack = lambda *xs: jnp.stack(xs)
   stacked, mask = jax.tree.map(stack, *deltas), jax.tree.map(stack, *masks)

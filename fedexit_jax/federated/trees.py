@@ -3,7 +3,11 @@
 The server trains `{"backbone": ..., "heads": ...}` where "backbone" is the wav2vec2 parameter
 tree without the frozen conv feature extractor (feature_projection, encoder.pos_conv,
 encoder.layer_norm, encoder.layers stacked [L, ...]) and "heads" are the exit heads stacked
-[E, ...]. A client of depth d holds a static slice: layers [:d] and the heads of the exits <= d.
+[E, ...]. A client of depth d holds a static slice: layers [:d] and the heads its loss trains,
+which are the rows `exit_rows` gives: only the exit at its depth when the loss reads only the
+deepest exit (the paper), every exit <= d when it reads them all. A head a client's loss does not
+read gets no gradient, so the client neither holds, computes, uploads nor is counted for it: Eq. 1
+averages every row over "the clients that trained" it.
 Every leaf is one of three kinds:
   "layer":  under backbone.encoder.layers, leading axis L (one row per Transformer layer);
   "exit":   under heads, leading axis E (one row per exit);
@@ -54,6 +58,24 @@ def num_exits_upto(exits: Sequence[int], depth: int) -> int:
   return sum(1 for e in exits if e <= depth)
 
 
+def exit_rows(exits: Sequence[int], depth: int, deepest_only: bool = False) -> tuple[int, int]:
+  """[start, stop) of the stacked exit-head rows a depth-`depth` client trains: the one exit at its
+  depth if `deepest_only` (loss on the deepest exit), else every exit <= depth."""
+  n = num_exits_upto(exits, depth)
+  if n == 0:
+    raise ValueError(f"depth {depth} is below the first exit {tuple(exits)[0]}: it trains no exit")
+  return (n - 1, n) if deepest_only else (0, n)
+
+
+def trained_exits(exits: Sequence[int], depths: Sequence[int], deepest_only: bool = False
+                  ) -> tuple[int, ...]:
+  """The exits that some client of these depths trains (the only ones worth evaluating)."""
+  rows = set()
+  for d in set(int(x) for x in depths):
+    rows.update(range(*exit_rows(exits, d, deepest_only)))
+  return tuple(e for i, e in enumerate(exits) if i in rows)
+
+
 def validate_depth(exits: Sequence[int], depth: int, num_layers: int) -> None:
   if tuple(exits) != tuple(sorted(set(exits))):
     raise ValueError(f"exits must be strictly increasing, got {tuple(exits)}")
@@ -64,24 +86,38 @@ def validate_depth(exits: Sequence[int], depth: int, num_layers: int) -> None:
                      "up to one of its exits")
 
 
-def slice_to_depth(tree: PyTree, depth: int, exits: Sequence[int]) -> PyTree:
-  """The part a depth-`depth` client holds: layer leaves [:depth], exit leaves [:n_exits]."""
-  n = num_exits_upto(exits, depth)
+def row_range(path, depth: int, exits: Sequence[int], deepest_only: bool = False
+              ) -> tuple[int, int] | None:
+  """[start, stop) of the leading-axis rows of a leaf a depth-`depth` client trains; None for a
+  shared leaf (trained whole)."""
+  kind = leaf_kind(path)
+  if kind == "layer":
+    return (0, depth)
+  if kind == "exit":
+    return exit_rows(exits, depth, deepest_only)
+  return None
 
+
+def slice_to_depth(tree: PyTree, depth: int, exits: Sequence[int],
+                   deepest_only: bool = False) -> PyTree:
+  """The part a depth-`depth` client holds: layer leaves [:depth], exit leaves `exit_rows`."""
   def leaf(path, x):
-    kind = leaf_kind(path)
-    return x[:depth] if kind == "layer" else x[:n] if kind == "exit" else x
+    rows = row_range(path, depth, exits, deepest_only)
+    return x if rows is None else x[rows[0]:rows[1]]
   return jax.tree_util.tree_map_with_path(leaf, tree)
 
 
-def pad_to_full(sliced: PyTree, full: PyTree) -> PyTree:
-  """Zero-pads a sliced tree's layer/exit leaves back to the full tree's shapes."""
-  def leaf(s, f):
-    if s.shape == f.shape:
+def pad_to_full(sliced: PyTree, full: PyTree, depth: int, exits: Sequence[int],
+                deepest_only: bool = False) -> PyTree:
+  """Zero-pads a `slice_to_depth` tree back to the full tree's shapes (rows where they came
+  from)."""
+  def leaf(path, s, f):
+    rows = row_range(path, depth, exits, deepest_only)
+    if rows is None:
       return s
-    pad = [(0, f.shape[0] - s.shape[0])] + [(0, 0)] * (s.ndim - 1)
+    pad = [(rows[0], f.shape[0] - rows[1])] + [(0, 0)] * (s.ndim - 1)
     return jnp.pad(s, pad)
-  return jax.tree.map(leaf, sliced, full)
+  return jax.tree_util.tree_map_with_path(leaf, sliced, full)
 
 
 def mask_shape(path, x) -> tuple[int, ...]:
@@ -91,21 +127,20 @@ def mask_shape(path, x) -> tuple[int, ...]:
   return (1,) * x.ndim
 
 
-def depth_mask(tree: PyTree, depth: int, exits: Sequence[int], everything: bool = False) -> PyTree:
-  """One client's 0/1 mask over the full tree: 1 for the layers and exits it trained.
+def depth_mask(tree: PyTree, depth: int, exits: Sequence[int], everything: bool = False,
+               deepest_only: bool = False) -> PyTree:
+  """One client's 0/1 mask over the full tree: 1 for the layers and exit heads it trained.
 
-  everything=True gives all ones (the hetero-FedAvg baseline, where untouched deep layers are
-  sent back and averaged in).
+  everything=True gives all ones (the hetero-FedAvg baseline, where untouched deep layers and
+  heads are sent back and averaged in).
   """
-  n = num_exits_upto(exits, depth)
-
   def leaf(path, x):
     shape = mask_shape(path, x)
-    kind = leaf_kind(path)
-    if everything or kind == "shared":
+    rows = row_range(path, depth, exits, deepest_only)
+    if everything or rows is None:
       return np.ones(shape, np.float32)
-    rows = depth if kind == "layer" else n
-    return (np.arange(shape[0]) < rows).astype(np.float32).reshape(shape)
+    r = np.arange(shape[0])
+    return ((r >= rows[0]) & (r < rows[1])).astype(np.float32).reshape(shape)
   return jax.tree_util.tree_map_with_path(leaf, tree)
 
 
