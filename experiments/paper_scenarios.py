@@ -1,15 +1,27 @@
-"""Runs the paper's scenarios on the same data and seed and writes a Table-2-style markdown table.
+"""The paper's scenarios and the aggregation ablations, over several seeds, with paired intervals.
 
-Scenarios (paper-notes.md): homogeneous FL at each tier depth (every client at that depth),
-heterogeneous FedAvg (`fedavg_naive`: shallow clients send back their untouched deep layers),
-heterogeneous layer-wise aggregation (`paper`, Eq. 1), and the weighting ablations `samples`
-(ReeFL), `uniform` (DepthFL) and `depth`.
+  python experiments/paper_scenarios.py --workdir runs/ablation --seeds 0-4
+      [--config configs/default.py] [--only paper,fedavg_naive] [--deep-shares 10,30,70,90]
+      [--config.rounds=40 ...] [--out experiments/results/x.md]
 
-  python experiments/paper_scenarios.py --workdir runs/scenarios [--config configs/default.py]
-      [--only paper,fedavg_naive] [--config.rounds=40 ...] [--out experiments/results/x.md]
+Scenarios (paper-notes.md), each run once per seed in WORKDIR/seed<s>/<scenario>:
+  homogeneous_<d>  every client at tier depth d (the paper's homogeneous FL rows)
+  fedavg_naive     heterogeneous FedAvg: shallow clients send back their untouched deep layers
+  paper            layer-wise aggregation, Eq. 1 (weights n_i * L_i over the clients that
+                   trained the layer)
+  samples          the same masks, weights n_i: ReeFL's sample-weighted mean
+  uniform          the same masks, weight 1: DepthFL's count mean
+  depth            the same masks, weights L_i
+  centralized      upper bound: all clients' training data pooled into one client (IID), one
+                   model at the deepest tier's depth trained on every tier exit (loss "all"),
+                   with the `paper` run's total local steps (same seed) spread over the same
+                   rounds; Adam restarts each round, as for any FedAvg client
+  <scheme>@deep<p> paper and fedavg_naive with p% of the clients in the deep tier (--deep-shares)
 
-Every scenario is a full `train_and_evaluate` run in WORKDIR/<scenario>; a finished scenario is
-reused (resumed at its last round), so an interrupted sweep continues where it stopped.
+A seed (config `seed`) moves the partition, the tiers' assignment, the sampled cohorts, local
+shuffles and the init together; every scenario of one seed shares them, so scheme differences are
+paired by seed. The corpus and its held-out test speakers are fixed (data.seed). Finished runs are
+reused (resumed at their last round), so an interrupted sweep continues where it stopped.
 """
 from __future__ import annotations
 
@@ -21,119 +33,259 @@ from pathlib import Path
 
 import numpy as np
 
-from fedexit_jax import accounting, config_utils, metrics, train
+from fedexit_jax import config_utils, metrics, stats, train
+
+SCHEME_LABELS = {"fedavg_naive": "hetero FedAvg (whole model)", "paper": "layer-wise, Eq. 1",
+                 "samples": "samples (ReeFL)", "uniform": "uniform (DepthFL)", "depth": "depth"}
 
 
-def scenarios(config) -> dict[str, dict]:
+def parse_seeds(text: str) -> list[int]:
+  """'0,1,2', '0-4' (inclusive) or a mix: '0-2,7' -> [0, 1, 2, 7]."""
+  out = []
+  for part in text.split(","):
+    part = part.strip()
+    if not part:
+      continue
+    if "-" in part:
+      lo, hi = (int(x) for x in part.split("-", 1))
+      if hi < lo:
+        raise ValueError(f"seed range {part!r} runs backwards")
+      out.extend(range(lo, hi + 1))
+    else:
+      out.append(int(part))
+  if not out or len(set(out)) != len(out):
+    raise ValueError(f"--seeds {text!r}: give distinct seeds, e.g. 0-4 or 0,1,2")
+  return out
+
+
+def scenarios(config, deep_shares=()) -> dict[str, dict]:
   """name -> config overrides. Tier depths come from the base config's tiers."""
   tiers = [dict(t) for t in config.tiers]
   depths = sorted({int(t["max_depth"]) for t in tiers})
   out = {}
+  for w in ("paper", "fedavg_naive", "samples", "uniform", "depth"):
+    out[w] = {"tiers": tiers, "weighting": w}
   for d in depths:
     out[f"homogeneous_{d}"] = {"tiers": [dict(fraction=1.0, max_depth=d, speed=1.0)],
                                "weighting": "homogeneous"}
-  for w in ("fedavg_naive", "paper", "samples", "uniform", "depth"):
-    out[w] = {"tiers": tiers, "weighting": w}
+  deep = max(tiers, key=lambda t: t["max_depth"])
+  out["centralized"] = {"tiers": [dict(deep, fraction=1.0)], "weighting": "samples",
+                        "loss": "all", "data.partition": "iid", "data.num_clients": 1,
+                        "clients_per_round": 1}
+  if deep_shares:
+    if len(tiers) != 2:
+      raise ValueError(f"--deep-shares needs exactly two tiers, the config has {len(tiers)}")
+    shallow = min(tiers, key=lambda t: t["max_depth"])
+    for share in deep_shares:
+      f = share / 100
+      for w in ("paper", "fedavg_naive"):
+        out[f"{w}@deep{share}"] = {"tiers": [dict(shallow, fraction=round(1 - f, 6)),
+                                             dict(deep, fraction=f)], "weighting": w}
   return out
 
 
-def run_scenario(base, name: str, overrides: dict, workdir: Path) -> dict:
+def _configure(base, overrides: dict):
   config = base.copy_and_resolve_references()
   with config.unlocked():
     for k, v in overrides.items():
-      config[k] = v
+      node = config
+      *parents, leaf = k.split(".")
+      for p in parents:
+        node = node[p]
+      node[leaf] = v
+  return config
+
+
+def run_scenario(base, name: str, overrides: dict, workdir: Path) -> dict:
+  config = _configure(base, overrides)
   done = (workdir / "metrics.jsonl").exists() and any(
       r.get("round") == config.rounds for r in metrics.read_metrics(workdir))
   t0 = time.time()
   result = train.train_and_evaluate(config, workdir, resume=True)
   rows = metrics.read_metrics(workdir)
-  sim = np.cumsum([r.get("sim_seconds", 0.0) for r in rows])
   result.update(name=name, weighting=config.weighting,
                 depths="/".join(str(t["max_depth"]) for t in config.tiers),
-                sim_seconds=float(sim[-1]) if len(sim) else 0.0,
+                sim_seconds=float(sum(r.get("sim_seconds", 0.0) for r in rows)),
+                local_steps=int(sum(r.get("local_steps", 0) for r in rows)),
                 rows=rows, wall=time.time() - t0, reused=done)
   return result
 
 
-def time_to(rows, target: float, exit_layer: str):
-  sims = [r.get("sim_seconds", 0.0) for r in rows]
-  return accounting.time_to_error(rows, sims, target, exit_layer)
+def steps_budget(paper_result: dict, rounds: int) -> int:
+  """Local steps per round that give a one-client run the `paper` run's total local steps."""
+  total = paper_result["local_steps"]
+  if total <= 0:
+    raise ValueError("the paper run logged no local steps (metrics.jsonl lacks 'local_steps'); "
+                     "rerun it")
+  return max(1, int(round(total / rounds)))
 
 
-def table(results: list[dict], exits: list[str], target: float) -> str:
-  head = ["scenario", "weighting", "client depths"] + [f"error @ exit {e} %" for e in exits] + [
-      f"sim. time to {100 * target:.0f}% error @ exit {exits[-1]} (s)", "sim. time / round (s)",
-      "upload / round, deepest tier (MiB)"]
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for r in results:
-    errs = [f"{100 * r['error'][e]:.2f}" if e in r["error"] else "n/a" for e in exits]
-    t = time_to(r["rows"], target, exits[-1])
-    up = max(t_["upload_bytes"] for t_ in r["tiers"]) / 2**20 if r["tiers"] else float("nan")
-    per_round = r["sim_seconds"] / max(len(r["rows"]), 1)
-    lines.append("| " + " | ".join([r["name"], r["weighting"], r["depths"], *errs,
-                                     "not reached" if t is None else f"{t:.2f}",
-                                     f"{per_round:.3f}", f"{up:.2f}"]) + " |")
+def _pct(x: float) -> str:
+  return f"{100 * x:.2f}"
+
+
+def _ci(ci: stats.Interval) -> str:
+  if ci.low is None:
+    return f"{_pct(ci.mean)} (1 seed)"
+  return f"{_pct(ci.mean)} ± {_pct(ci.half_width)}"
+
+
+def _diff(p: stats.Paired) -> str:
+  if p.diff.low is None:
+    return f"{100 * p.diff.mean:+.2f} (1 seed)"
+  return (f"{100 * p.diff.mean:+.2f} [{100 * p.diff.low:+.2f}, {100 * p.diff.high:+.2f}], "
+          f"p={p.p_value:.3f}, {p.wins}/{p.diff.n} lower")
+
+
+def errors_by_seed(results: dict, name: str, exit_: str, seeds: list[int]) -> list[float] | None:
+  vals = [results.get(name, {}).get(s, {}).get("error", {}).get(exit_) for s in seeds]
+  return None if any(v is None for v in vals) else vals
+
+
+def summary_tables(results: dict, seeds: list[int], exits: list[str], shares=()) -> str:
+  """Markdown: per-scenario means with intervals, paired differences to `paper`, the paper's
+  ordering per exit in words, and the deep-share sweep."""
+  lines = [f"### Test error % (mean ± 95% t-interval over {len(seeds)} seeds: {seeds})", "",
+           "| scenario | rule | client depths | " + " | ".join(f"exit {e}" for e in exits)
+           + " | sim. s / round | upload / round, deepest tier (MiB) |",
+           "|---|---|---|" + "---|" * len(exits) + "---|---|"]
+  for name, per_seed in results.items():
+    if "@deep" in name:
+      continue
+    any_r = next(iter(per_seed.values()))
+    cells = []
+    for e in exits:
+      v = errors_by_seed(results, name, e, seeds)
+      cells.append("n/a" if v is None else _ci(stats.mean_ci(v)))
+    sim = np.mean([r["sim_seconds"] / max(len(r["rows"]), 1) for r in per_seed.values()])
+    up = max(t["upload_bytes"] for t in any_r["tiers"]) / 2**20 if any_r["tiers"] else float("nan")
+    lines.append(f"| {name} | {SCHEME_LABELS.get(any_r['weighting'], any_r['weighting'])} | "
+                 f"{any_r['depths']} | " + " | ".join(cells) + f" | {sim:.3f} | {up:.2f} |")
+  lines += ["", "### Paired difference to `paper` (scheme − paper, error points; negative: the "
+            "scheme is better), 95% t-interval, paired t-test p, seeds where the scheme is lower",
+            "", "| scheme | " + " | ".join(f"exit {e}" for e in exits) + " |",
+            "|---|" + "---|" * len(exits)]
+  for name in results:
+    if name == "paper" or "@deep" in name:
+      continue
+    cells = []
+    for e in exits:
+      a, b = errors_by_seed(results, name, e, seeds), errors_by_seed(results, "paper", e, seeds)
+      cells.append("n/a" if a is None or b is None else _diff(stats.paired_difference(a, b)))
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  lines += ["", "### The paper's ordering, per exit", ""]
+  for e in exits:
+    p, naive = errors_by_seed(results, "paper", e, seeds), errors_by_seed(results, "fedavg_naive",
+                                                                          e, seeds)
+    if p is not None and naive is not None:
+      d = stats.paired_difference(p, naive)
+      lines.append(f"- exit {e}: layer-wise (paper) vs hetero FedAvg: paper − FedAvg = "
+                   f"{_diff(d)}; paper is {stats.verdict(d)}.")
+    homo = errors_by_seed(results, f"homogeneous_{e}", e, seeds)
+    if p is not None and homo is not None:
+      d = stats.paired_difference(p, homo)
+      lines.append(f"- exit {e}: layer-wise (paper) vs homogeneous depth {e}: paper − homogeneous "
+                   f"= {_diff(d)}; paper is {stats.verdict(d)}.")
+  if shares:
+    lines += ["", "### Deep-tier share: paper − hetero FedAvg (error points, paired by seed)", "",
+              "| deep share | " + " | ".join(f"exit {e}" for e in exits) + " |",
+              "|---|" + "---|" * len(exits)]
+    for share in shares:
+      pa, na = ("paper", "fedavg_naive") if share == 50 else (f"paper@deep{share}",
+                                                               f"fedavg_naive@deep{share}")
+      if pa not in results or na not in results:
+        continue
+      cells = []
+      for e in exits:
+        a, b = errors_by_seed(results, pa, e, seeds), errors_by_seed(results, na, e, seeds)
+        cells.append("n/a" if a is None or b is None else _diff(stats.paired_difference(a, b)))
+      lines.append(f"| {share}% | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
-def cost_table(results: list[dict]) -> str:
+def cost_table(results: dict) -> str:
   seen, lines = set(), ["| depth | GFLOPs / local step | peak train memory (MiB) | upload (MiB) |",
                         "|---|---|---|---|"]
-  for r in results:
-    for t in r["tiers"]:
-      if t["depth"] in seen:
-        continue
-      seen.add(t["depth"])
-      lines.append(f"| {t['depth']} | {t['flops_per_step'] / 1e9:.2f} | "
-                   f"{t['peak_memory_bytes'] / 2**20:.1f} | {t['upload_bytes'] / 2**20:.2f} |")
-  return "\n".join([lines[0], lines[1]] + sorted(lines[2:], key=lambda s: int(s.split("|")[1])))
+  for per_seed in results.values():
+    for r in per_seed.values():
+      for t in r["tiers"]:
+        if t["depth"] in seen:
+          continue
+        seen.add(t["depth"])
+        lines.append(f"| {t['depth']} | {t['flops_per_step'] / 1e9:.2f} | "
+                     f"{t['peak_memory_bytes'] / 2**20:.1f} | {t['upload_bytes'] / 2**20:.2f} |")
+  return "\n".join(lines[:2] + sorted(lines[2:], key=lambda s: int(s.split("|")[1])))
 
 
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   overrides, own = config_utils.split_config_args(argv)
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", default=str(config_utils.default_config_path()))
-  p.add_argument("--workdir", required=True, help="one sub-folder per scenario")
+  p.add_argument("--workdir", required=True, help="one sub-folder per seed and scenario")
+  p.add_argument("--seeds", default="0", help="seeds: '0-4', '0,1,2' or a mix (default 0)")
   p.add_argument("--only", default=None, help="comma-separated scenario names")
-  p.add_argument("--target", type=float, default=0.5, help="error for the time-to-accuracy column")
-  p.add_argument("--out", default=None, help="markdown file (default WORKDIR/scenarios.md)")
+  p.add_argument("--deep-shares", default="", help="deep-tier shares in %% for the paper vs "
+                 "hetero FedAvg sweep, e.g. 10,30,70,90 (50 is the base scenario)")
+  p.add_argument("--out", default=None, help="markdown file (default WORKDIR/scenarios.md); a "
+                 ".json with every seed's numbers is written beside it")
   args = p.parse_args(own)
-  base = config_utils.load_config(args.config)
-  base = config_utils.apply_overrides(base, overrides)
+  try:
+    seeds = parse_seeds(args.seeds)
+    shares = [int(s) for s in args.deep_shares.split(",") if s.strip()]
+  except ValueError as e:
+    p.error(str(e))
+  if any(not 0 < s < 100 for s in shares):
+    p.error(f"--deep-shares must lie strictly between 0 and 100, got {shares}")
+  base = config_utils.apply_overrides(config_utils.load_config(args.config), overrides)
   with base.unlocked():
     base.progress_bar = False
-  todo = scenarios(base)
+  todo = scenarios(base, [s for s in shares if s != 50])
   if args.only:
     names = args.only.split(",")
     unknown = sorted(set(names) - set(todo))
     if unknown:
       p.error(f"unknown scenarios {unknown}; choose from {sorted(todo)}")
-    todo = {k: todo[k] for k in names}
+    if "centralized" in names and "paper" not in names:
+      names = ["paper"] + names  # the centralized budget is the paper run's steps
+    todo = {k: todo[k] for k in todo if k in names}
   root = Path(args.workdir)
-  results = []
-  for name, ov in todo.items():
-    print(f"== {name}", flush=True)
-    r = run_scenario(base, name, ov, root / name)
-    print(f"   error {r['error']}  ({r['wall']:.0f} s)", flush=True)
-    results.append(r)
-  exits = [str(e) for e in base.model.exits if any(str(e) in r["error"] for r in results)]
+  results: dict[str, dict[int, dict]] = {name: {} for name in todo}
+  for seed in seeds:
+    for name, ov in todo.items():
+      ov = dict(ov, seed=seed)
+      if name == "centralized":
+        ov["local_steps"] = steps_budget(results["paper"][seed], base.rounds)
+      print(f"== seed {seed} {name}", flush=True)
+      r = run_scenario(base, name, ov, root / f"seed{seed}" / name)
+      print(f"   error {r['error']}  ({r['wall']:.0f} s{', reused' if r['reused'] else ''})",
+            flush=True)
+      results[name][seed] = r
+  exits = [str(e) for e in base.model.exits
+           if any(str(e) in r["error"] for per in results.values() for r in per.values())]
   cmd = "python experiments/paper_scenarios.py " + " ".join(argv)
   text = "\n".join([
-      "# Paper scenarios on one corpus and seed", "",
+      f"# Paper scenarios and aggregation ablations over {len(seeds)} seed(s)", "",
       f"Command: `{cmd}`", "",
       f"Config: `{args.config}` with overrides {overrides or 'none'}; rounds: {base.rounds}, "
-      f"clients: {base.data.num_clients}, per round: {base.clients_per_round}.", "",
-      "Test error (%) of the global model on the central test set (held-out speakers) after the "
-      "last round; simulated time from the tiers' relative speeds (a round waits for its slowest "
-      "client).", "", table(results, exits, args.target), "",
+      f"clients: {base.data.num_clients} ({base.data.partition} partition), per round: "
+      f"{base.clients_per_round}, backbone: {base.model.checkpoint}.", "",
+      "Test error of the global model on the central test set (held-out speakers) after the last "
+      "round. A seed fixes the partition, tiers, cohorts and init for every scenario, so "
+      "differences are paired by seed. Simulated time from the tiers' relative speeds (a round "
+      "waits for its slowest client).", "",
+      summary_tables(results, seeds, exits, shares), "",
       "## Cost per client depth (one local step; XLA cost and memory analysis)", "",
       cost_table(results), ""])
   out = Path(args.out) if args.out else root / "scenarios.md"
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(text)
-  (out.with_suffix(".json")).write_text(json.dumps(
-      [{k: v for k, v in r.items() if k != "rows"} for r in results], indent=2, default=str))
+  per_seed = {name: {str(s): {"error": r["error"], "wall_seconds": r["wall"],
+                              "sim_seconds": r["sim_seconds"], "local_steps": r["local_steps"]}
+                     for s, r in per.items()} for name, per in results.items()}
+  out.with_suffix(".json").write_text(json.dumps(
+      {"command": cmd, "seeds": seeds, "exits": exits, "results": per_seed}, indent=2))
   print(text)
   return 0
 

@@ -28,7 +28,7 @@ LOSSES = ("deepest", "all", "distill")
 CLIENT_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi")
 SOURCES = ("synth", "folder", "tfds")
-PARTITIONS = ("speaker", "dirichlet", "iid")
+PARTITIONS = ("speaker", "per_speaker", "dirichlet", "iid")
 TIER_KEYS = ("fraction", "max_depth", "speed")
 # Free-form sub-dicts: their keys are checked against EncoderConfig's fields, not the default.
 _OPEN_DICTS = ("model.overrides",)
@@ -322,6 +322,10 @@ def validate_config(config: ml_collections.ConfigDict,
   if config.data.source == "folder" and not config.data.dir:
     raise ConfigError("data.source='folder' needs the Speech Commands folder: "
                       "--config.data.dir=/path/to/speech_commands_v0.02")
+  if config.data.test_dir is not None and (config.data.source != "folder"
+                                           or config.data.num_classes != 12):
+    raise ConfigError("data.test_dir (the 12-class test archive) needs data.source='folder' and "
+                      "data.num_classes=12")
   if config.data.partition == "dirichlet":
     _positive(config, "data.dirichlet_alpha")
   if config.data.source == "synth":
@@ -378,15 +382,16 @@ def validate_config(config: ml_collections.ConfigDict,
   if abs(total - 1.0) > 1e-6:
     raise ConfigError(f"tier fractions sum to {total:g}, not 1: "
                       f"{[t['fraction'] for t in tiers]}")
+  per_speaker = config.data.partition == "per_speaker"  # clients = speakers, known after loading
   if config.client_depths is not None:
     cd = tuple(config.client_depths)
-    if len(cd) != config.data.num_clients:
+    if len(cd) != config.data.num_clients and not per_speaker:
       raise ConfigError(f"client_depths has {len(cd)} entries for "
                         f"data.num_clients={config.data.num_clients}")
     bad = sorted({d for d in cd if d not in exits})
     if bad:
       raise ConfigError(f"client_depths {bad} are not exits; model.exits={exits}")
-  if config.clients_per_round > config.data.num_clients:
+  if config.clients_per_round > config.data.num_clients and not per_speaker:
     raise ConfigError(f"clients_per_round={config.clients_per_round} exceeds the "
                       f"{config.data.num_clients} clients (data.num_clients)")
   thresholds = tuple(config.exit_policy.thresholds)

@@ -5,6 +5,8 @@ client arrays -> (cached conv features) -> federated.ClientData. train.py calls 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,8 +42,28 @@ class FederatedData(NamedTuple):
   summary: dict[str, Any]
 
 
+_MEMO: dict[str, dict] = {"corpus": {}, "features": {}}  # in-process, one entry each
+
+
+def _memo(kind: str, key: str, make):
+  """The last value of `kind` if made with the same key, else make() (and forget the old one):
+  a sweep of scenarios over one corpus in one process decodes it and runs the CNN once."""
+  store = _MEMO[kind]
+  if key not in store:
+    store.clear()
+    store[key] = make()
+  return store[key]
+
+
 def load_corpus(config: ml_collections.ConfigDict) -> Corpus:
-  """Generates (once, cached) or finds the corpus folder and decodes it into arrays."""
+  """Generates (once, cached) or finds the corpus folder and decodes it into arrays (memoised
+  in-process on the data config)."""
+  key = json.dumps([config.data.to_dict(), str(config_utils.resolve_data_dir(config))],
+                   sort_keys=True, default=str)
+  return _memo("corpus", key, lambda: _load_corpus(config))
+
+
+def _load_corpus(config: ml_collections.ConfigDict) -> Corpus:
   d = config.data
   root = config_utils.resolve_data_dir(config)
   label_set = str(d.num_classes)
@@ -66,6 +88,9 @@ def load_corpus(config: ml_collections.ConfigDict) -> Corpus:
   if data.num_skipped:
     log.warning("skipped %d unreadable audio files in %s", data.num_skipped, root)
   train, test = speech_commands.select(data, "train"), speech_commands.select(data, "test")
+  if d.source == "folder" and d.test_dir:  # SUPERB: the separate balanced test archive
+    test = speech_commands.load_test_archive(d.test_dir, num_samples,
+                                             skip_errors=d.skip_bad_files)
   if len(test.labels) == 0:
     raise ValueError(f"the corpus in {root} has no test split (testing_list.txt): the central "
                      "test set would be empty")
@@ -75,8 +100,9 @@ def load_corpus(config: ml_collections.ConfigDict) -> Corpus:
 def partition_clients(config: ml_collections.ConfigDict, train: speech_commands.KeywordData
                       ) -> partition.ClientDatasets:
   d = config.data
-  if d.partition == "speaker":
-    parts = partition.by_speaker(train.speakers, num_clients=d.num_clients, seed=config.seed)
+  if d.partition in ("speaker", "per_speaker"):  # per_speaker: one client per speaker
+    num_clients = None if d.partition == "per_speaker" else d.num_clients
+    parts = partition.by_speaker(train.speakers, num_clients=num_clients, seed=config.seed)
   elif d.partition == "dirichlet":
     parts = partition.dirichlet(train.labels, d.num_clients, d.dirichlet_alpha, seed=config.seed)
   else:
@@ -120,25 +146,61 @@ def init_model(config: ml_collections.ConfigDict, encoder: EncoderConfig, rng: j
   return encoder, params, head_params
 
 
-def federated_data(config: ml_collections.ConfigDict, encoder: EncoderConfig, frozen: dict,
-                   corpus: Corpus) -> FederatedData:
-  """Client datasets as the engine consumes them. With a frozen feature encoder the conv
-  features of every utterance (clients and test set) are computed here, once."""
-  cd = partition_clients(config, corpus.train)
-  summary = partition.summary(cd, config.data.num_classes)
-  smask = _sample_mask(cd.lengths, cd.waveforms.shape[-1])
-  test_smask = _sample_mask(corpus.test.lengths, corpus.test.waveforms.shape[-1])
+def _digest(*arrays) -> str:
+  h = hashlib.sha1()
+  for a in arrays:
+    a = np.ascontiguousarray(np.asarray(a))
+    h.update(str((a.dtype, a.shape)).encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def utterance_features(config: ml_collections.ConfigDict, encoder: EncoderConfig, frozen: dict,
+                       corpus: Corpus) -> tuple[np.ndarray, ...]:
+  """The frozen conv encoder's features of every utterance, once: (train features [U, T, C],
+  train frame masks [U, T], test features [Q, T, C], test frame masks [Q, T]).
+
+  Per utterance, not per padded client row, so no CNN time is spent on padding; memoised
+  in-process on the audio, the encoder and its weights, so the scenarios of a sweep (other
+  seeds, partitions, weightings) reuse them.
+  """
   # Base-style (group-norm) models are run on zero-padded audio without an attention mask, as
   # transformers' feature extractor does for them; layer-norm models get the mask.
   use_mask = encoder.feat_extract_norm == "layer"
+
+  def make():
+    out = []
+    for part in (corpus.train, corpus.test):
+      smask = _sample_mask(part.lengths, part.waveforms.shape[-1])
+      out += fl.cache_features(encoder, frozen, part.waveforms, smask if use_mask else None,
+                               batch_size=config.eval_batch_size)
+    return tuple(out)
+
+  key = _digest(corpus.train.waveforms, corpus.train.lengths, corpus.test.waveforms,
+                corpus.test.lengths, *jax.tree.leaves(frozen)) + json.dumps(
+                    encoder.to_hf_dict(), sort_keys=True, default=str)
+  return _memo("features", key, make)
+
+
+def federated_data(config: ml_collections.ConfigDict, encoder: EncoderConfig, frozen: dict,
+                   corpus: Corpus) -> FederatedData:
+  """Client datasets as the engine consumes them. With a frozen feature encoder the conv
+  features of every utterance (clients and test set) are computed once (utterance_features) and
+  gathered into the clients' padded rows."""
+  cd = partition_clients(config, corpus.train)
+  summary = partition.summary(cd, config.data.num_classes)
+  use_mask = encoder.feat_extract_norm == "layer"
   if config.model.freeze_feature_encoder:
-    feats, fmask = fl.cache_features(encoder, frozen, cd.waveforms, smask if use_mask else None,
-                                     batch_size=config.eval_batch_size)
-    tfeats, tmask = fl.cache_features(encoder, frozen, corpus.test.waveforms,
-                                      test_smask if use_mask else None,
-                                      batch_size=config.eval_batch_size)
-    clients = fl.ClientData(feats, fmask, cd.labels, cd.example_mask)
+    feats, fmask, tfeats, tmask = utterance_features(config, encoder, frozen, corpus)
+    real = cd.indices >= 0
+    rows = np.maximum(cd.indices, 0)
+    # padding rows: zero features, frame mask as the CNN gives a silent clip (masked out anyway)
+    cfeats = np.where(real[..., None, None], feats[rows], 0.0).astype(feats.dtype)
+    cmask = np.where(real[..., None], fmask[rows], not use_mask)
+    clients = fl.ClientData(cfeats, cmask, cd.labels, cd.example_mask)
   else:
+    smask = _sample_mask(cd.lengths, cd.waveforms.shape[-1])
+    test_smask = _sample_mask(corpus.test.lengths, corpus.test.waveforms.shape[-1])
     ones = np.ones_like(smask)
     clients = fl.ClientData(cd.waveforms, smask if use_mask else ones, cd.labels,
                             cd.example_mask)

@@ -30,7 +30,9 @@ from fedexit_jax.models.config import EncoderConfig
 log = logging.getLogger(__name__)
 
 BUILTIN_PREFIX = "builtin:"
-BUILTIN = {"small_ssl": Path(__file__).parent / "assets" / "small_ssl"}
+BUILTIN = {"small_ssl": Path(__file__).parent / "assets" / "small_ssl",
+           # the first shipped backbone: loss at every exit layer, unmasked frames at weight 0.5
+           "small_ssl_exits": Path(__file__).parent / "assets" / "small_ssl_exits"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -112,6 +112,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
            "train_loss": float(m["mean_loss"]),
            "num_nonfinite": int(m["num_nonfinite"]),
            "examples": int(m["total_examples"]),
+           "local_steps": int(steps.sum()),  # real local steps of the round's clients
            "update_norm": float(m["update_norm"]),
            "sim_seconds": accounting.round_time(cohort.depths.tolist(), steps.tolist(),
                                                 speeds[ids].tolist(), flops,

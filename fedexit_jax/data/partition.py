@@ -18,6 +18,7 @@ class ClientDatasets(NamedTuple):
   num_examples: np.ndarray  # int32 [K] (n_i in the aggregation weights)
   client_ids: Tuple[str, ...]
   lengths: np.ndarray       # int32 [K, N_max], real samples per row (0 on padding)
+  indices: np.ndarray       # int64 [K, N_max], source row of each example (-1 on padding)
 
 
 def by_speaker(speakers: Sequence[str], num_clients: Optional[int] = None,
@@ -144,16 +145,18 @@ def client_datasets(waveforms: np.ndarray, labels: np.ndarray, parts: Sequence[n
   out_y = np.zeros((k, n_max), np.int32)
   out_len = np.zeros((k, n_max), np.int32)
   mask = np.zeros((k, n_max), bool)
+  index = np.full((k, n_max), -1, np.int64)
   for i, p in enumerate(chosen):
     out_w[i, :p.size] = waveforms[p]
     out_y[i, :p.size] = labels[p]
     out_len[i, :p.size] = lengths[p]
     mask[i, :p.size] = True
+    index[i, :p.size] = p
   ids = tuple(str(c) for c in client_ids) if client_ids is not None else tuple(
       f"client{i:03d}" for i in range(k))
   if len(ids) != k:
     raise ValueError(f"{len(ids)} client_ids for {k} clients")
-  return ClientDatasets(out_w, out_y, mask, mask.sum(1).astype(np.int32), ids, out_len)
+  return ClientDatasets(out_w, out_y, mask, mask.sum(1).astype(np.int32), ids, out_len, index)
 
 
 def label_counts(parts: Sequence[np.ndarray], labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -175,14 +178,19 @@ def label_entropy(parts: Sequence[np.ndarray], labels: np.ndarray, num_classes: 
 
 
 def summary(cd: ClientDatasets, num_classes: int) -> Dict:
-  """Clients, examples per client (min/mean/max) and labels per client, for logs and README."""
+  """Clients, examples per client n_i (min/mean/max, spread) and labels per client, for logs,
+  run_info.json and the README. The spread matters: with equal n_i the n_i factor of Eq. 1 (and
+  the `samples` weighting) is inert."""
   counts = np.stack([np.bincount(cd.labels[i][cd.example_mask[i]], minlength=num_classes)
                      for i in range(cd.labels.shape[0])])
   n = cd.num_examples
   present = (counts > 0).sum(1)
   return dict(
       clients=int(n.size), examples=int(n.sum()), padded_to=int(cd.labels.shape[1]),
-      examples_per_client=dict(min=int(n.min()), mean=float(n.mean()), max=int(n.max())),
+      examples_per_client=dict(min=int(n.min()), mean=float(n.mean()), max=int(n.max()),
+                               std=float(n.std()), cv=float(n.std() / max(n.mean(), 1e-12)),
+                               p10=float(np.percentile(n, 10)), p50=float(np.percentile(n, 50)),
+                               p90=float(np.percentile(n, 90))),
       labels_per_client=dict(min=int(present.min()), mean=float(present.mean()),
                              max=int(present.max())),
       label_entropy=float(_entropy(counts).mean()), label_counts=counts)

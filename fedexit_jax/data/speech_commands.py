@@ -1,4 +1,5 @@
-"""Speech Commands v0.02 from a local folder (real, or written by `synth`) as numpy arrays.
+"""Speech Commands (v0.02 or v0.01) from a local folder (real, or written by `synth`) as numpy
+arrays, and the separate 12-class test archive of the SUPERB protocol (`load_test_archive`).
 
 Layout: `<word>/<speaker>_nohash_<n>.wav`, `validation_list.txt`, `testing_list.txt` (paths
 relative to the root; every other file is train), `_background_noise_/*.wav`. Speakers come from
@@ -238,3 +239,51 @@ def take(data: KeywordData, idx: Sequence[int]) -> KeywordData:
   idx = np.asarray(idx, np.int64)
   return data._replace(**{k: getattr(data, k)[idx] for k in
                           ("waveforms", "lengths", "labels", "speakers", "splits", "files")})
+
+
+def load_test_archive(root, num_samples: int = audio.SAMPLE_RATE, skip_errors: bool = False,
+                      resample: bool = True) -> KeywordData:
+  """The separate, balanced 12-class test archive (`speech_commands_test_set_v0.01`, the SUPERB
+  keyword-spotting test set; v0.02 has one too) as a test split.
+
+  Layout: `<label>/<file>.wav` with one folder per class of the 12-class set, `_silence_` and
+  `_unknown_` included (the archive ships its silence and unknown clips, so none are cut or
+  relabelled here). Speakers come from `<speaker>_nohash_<n>` names ('' otherwise).
+  """
+  root = os.path.abspath(os.fspath(root))
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f"Speech Commands test archive folder {root} does not exist")
+  index = {c: i for i, c in enumerate(LABELS_12)}
+  folders = sorted(d for d in os.listdir(root)
+                   if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+  unknown = [d for d in folders if d not in index]
+  if unknown:
+    raise ValueError(f"{root}: folders {unknown} are not labels of the 12-class test set "
+                     f"{LABELS_12}; is this the speech_commands_test_set archive?")
+  waves, lengths, labels, speakers, files, skipped = [], [], [], [], [], []
+  expected = None if resample else audio.SAMPLE_RATE
+  for label in folders:
+    for name in sorted(os.listdir(os.path.join(root, label))):
+      if not name.endswith(".wav"):
+        continue
+      try:
+        x, mask = audio.load_clip(os.path.join(root, label, name), num_samples,
+                                  expected_sr=expected)
+      except audio.AudioError as e:
+        if not skip_errors:
+          raise
+        skipped.append(str(e))
+        continue
+      waves.append(x)
+      lengths.append(int(mask.sum()))
+      labels.append(index[label])
+      speakers.append(speaker_of(name) if "_nohash_" in name else "")
+      files.append(f"{label}/{name}")
+  if not waves:
+    raise ValueError(f"{root} holds no <label>/*.wav files")
+  if skipped:
+    log.warning("%s: skipped %d unreadable file(s), e.g. %s", root, len(skipped), skipped[0])
+  n = len(waves)
+  return KeywordData(np.stack(waves).astype(np.float32), np.asarray(lengths, np.int32),
+                     np.asarray(labels, np.int32), np.asarray(speakers, dtype=str),
+                     np.full(n, "test"), np.asarray(files, dtype=str), LABELS_12, len(skipped))
