@@ -94,11 +94,18 @@ def test_client_datasets_layout_padding_and_cap():
   np.testing.assert_array_equal(cd.waveforms[1, 0], waveforms[3])
   assert not cd.waveforms[1, 1:].any() and cd.labels[1, 1:].tolist() == [0] * 5
   assert cd.client_ids == ("client000", "client001", "client002")
+  for k, p in enumerate(parts):  # source rows of each client's examples, -1 on padding
+    assert cd.indices[k, :len(p)].tolist() == list(p) and np.all(cd.indices[k, len(p):] == -1)
   capped = partition.client_datasets(waveforms, labels, parts, max_examples=2, pad_multiple=4)
   assert capped.labels.shape == (3, 4) and capped.num_examples.tolist() == [2, 1, 2]
   assert set(capped.labels[2][capped.example_mask[2]]) <= {4, 5, 6, 7, 8, 9}
   s = partition.summary(cd, num_classes=10)
   assert s["clients"] == 3 and s["examples"] == 10
-  assert s["examples_per_client"] == dict(min=1, mean=pytest.approx(10 / 3), max=6)
+  # n = 3, 1, 6: population sd sqrt(38/9), linear percentiles of [1, 3, 6] at 0.2 and 1.8
+  sd = (38 / 9) ** 0.5
+  assert s["examples_per_client"] == dict(min=1, mean=pytest.approx(10 / 3), max=6,
+                                          std=pytest.approx(sd), cv=pytest.approx(sd * 0.3),
+                                          p10=pytest.approx(1.4), p50=pytest.approx(3.0),
+                                          p90=pytest.approx(5.4))
   assert s["labels_per_client"]["max"] == 6 and s["label_counts"].sum() == 10
   assert "3 clients" in partition.format_summary(s)
