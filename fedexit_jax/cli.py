@@ -173,7 +173,7 @@ def _is_user_error(e: BaseException) -> bool:
                        ("fedexit_jax.convert.pytorch", "CheckpointMismatchError"),
                        ("fedexit_jax.convert.pytorch", "CheckpointFileError"),
                        ("fedexit_jax.data.audio", "AudioError"),
-                       ("fedexit_jax.pipeline", "DataError"),
+                       ("fedexit_jax.data.speech_commands", "DataError"),
                        ("fedexit_jax.train", "DivergedError")):
     cls = getattr(sys.modules.get(module), name, None)
     if cls is not None and isinstance(e, cls):

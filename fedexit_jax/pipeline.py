@@ -24,11 +24,9 @@ from fedexit_jax.models.config import EncoderConfig
 
 log = logging.getLogger(__name__)
 
+DataError = speech_commands.DataError  # the corpus cannot feed this run (a one-line CLI error)
+
 LOSS_NAMES = {"deepest": "last", "all": "sum", "distill": "distill"}  # config name -> engine name
-
-
-class DataError(ValueError):
-  """The corpus on disk cannot feed this run (no test split, fewer speakers than clients...)."""
 
 
 class Corpus(NamedTuple):

@@ -375,7 +375,8 @@ def _torch_load(path: Path) -> Any:
   if zipfile.is_zipfile(path):
     needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
   else:  # legacy format: no static scan; the unpickler itself checks every global
-    needed = ["argparse.Namespace", "numpy.core.multiarray.scalar", "numpy.dtype"]
+    needed = ["argparse.Namespace", "numpy.core.multiarray.scalar",
+              "numpy._core.multiarray.scalar", "numpy.dtype"]
   allowed = {name: _allowed_global(name) for name in needed}
   refused = sorted(name for name, objs in allowed.items() if objs is None)
   if refused:
@@ -388,13 +389,20 @@ def _torch_load(path: Path) -> Any:
       return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # something the static scan could not see
       raise CheckpointFileError(f"{path}: the weights-only unpickler refused this checkpoint: "
-                                f"{_one_line(e)}") from None
+                                f"{_unpickler_reason(e)}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:  # damaged or not a torch file
       raise CheckpointFileError(f"{path}: not a readable PyTorch checkpoint "
                                 f"({type(e).__name__}: {_one_line(e)})") from None
 
 
-def _one_line(e: BaseException, limit: int = 300) -> str:
+def _unpickler_reason(e: BaseException) -> str:
+  """torch's refusal without its boilerplate (which suggests weights_only=False: never here)."""
+  parts = [p for p in str(e).split("\n\n") if p.strip() and not p.strip().startswith(
+      ("Weights only load failed", "Check the documentation"))]
+  return _one_line("; ".join(parts) if parts else e)
+
+
+def _one_line(e: BaseException | str, limit: int = 300) -> str:
   text = " ".join(str(e).split())
   return text if len(text) <= limit else text[:limit] + "..."
 
