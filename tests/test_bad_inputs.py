@@ -271,3 +271,42 @@ def test_refused_pickle_never_ran(tmp_path):
     pytorch.load_state_dict_file(path)
   assert not marker.exists()
   del torch
+
+
+# ------------------------------------------------------------------------------- divergence
+
+@pytest.fixture(scope="module")
+def synth_cache(tmp_path_factory):
+  return tmp_path_factory.mktemp("cache")
+
+
+def _tiny_run(workdir, cache, *extra):
+  from test_train_e2e import TINY  # pylint: disable=import-outside-toplevel
+  os.environ["FEDEXIT_CACHE"] = str(cache)
+  return ["run", "--workdir", str(workdir), *[f"--config.{o}" for o in TINY], *extra]
+
+
+@pytest.mark.slow
+def test_every_client_excluded_stops_with_one_line(tmp_path, synth_cache, capsys):
+  work = tmp_path / "w"
+  # lr 1e30: every client's update overflows in its first step
+  _fails(capsys, _tiny_run(work, synth_cache, "--config.client_optimizer.learning_rate=1e30",
+                           "--config.stop_after_excluded_rounds=2", "--config.checkpoint_every=1"),
+         "round 2: every client's update was non-finite in the last 2 rounds",
+         f"round 1 in {checkpoint.checkpoint_dir(work)} is the newest finite checkpoint")
+  rows = [json.loads(l) for l in (work / "metrics.jsonl").read_text().splitlines()]
+  assert [r["round"] for r in rows] == [1, 2]
+  assert all(r["train_loss"] is None and r["num_nonfinite"] == 3 for r in rows)
+  assert checkpoint.all_steps(work) == [1] and checkpoint.damage(work, 1) is None
+  assert json.loads((work / "run_info.json").read_text())["skipped_files"] == 0
+
+
+@pytest.mark.slow
+def test_exploding_but_finite_loss_is_warned_about(tmp_path, synth_cache, caplog):
+  work = tmp_path / "w"
+  rc = cli.main(_tiny_run(work, synth_cache, "--config.client_optimizer.learning_rate=1e6",
+                          "--config.rounds=1"))
+  assert rc == 0
+  assert "over 10x that of a uniform guess" in caplog.text
+  summary = (work / "summary.md").read_text()
+  assert "client updates excluded as non-finite: 0 (in 0 rounds)" in summary
