@@ -40,9 +40,17 @@ class ConfigError(ValueError):
   """A config that cannot run: unknown key, bad value, inconsistent settings."""
 
 
+def configs_dir() -> Path:
+  """The shipped configs: the repository's configs/, installed as the package
+  fedexit_jax.configs (the same files, editable or from a wheel)."""
+  spec = importlib.util.find_spec("fedexit_jax.configs")
+  if spec is not None and spec.submodule_search_locations:
+    return Path(list(spec.submodule_search_locations)[0]).resolve()
+  return Path(__file__).resolve().parents[1] / "configs"  # a source tree on sys.path
+
+
 def default_config_path() -> Path:
-  """configs/default.py of the repository this package lives in."""
-  return Path(__file__).resolve().parents[1] / "configs" / "default.py"
+  return configs_dir() / "default.py"
 
 
 def load_config(path: str | Path) -> ml_collections.ConfigDict:
@@ -56,7 +64,13 @@ def load_config(path: str | Path) -> ml_collections.ConfigDict:
     raise ConfigError(f"config {str(file)!r} is a folder; pass a Python config file in it"
                       + (f" ({', '.join(found[:5])})" if found else ""))
   if not file.is_file():
-    raise FileNotFoundError(f"config file {str(file)!r} does not exist")
+    shipped = configs_dir() / file.name
+    if file.parent.name in ("configs", "") and shipped.is_file():  # configs/x.py outside a clone
+      file = shipped
+    else:
+      names = sorted(f.name for f in configs_dir().glob("[!_]*.py"))
+      raise FileNotFoundError(f"config file {str(file)!r} does not exist (shipped configs: "
+                              f"{', '.join(f'configs/{n}' for n in names)})")
   spec = importlib.util.spec_from_file_location(f"_fedexit_config_{file.stem}", file)
   module = importlib.util.module_from_spec(spec)
   try:
