@@ -137,6 +137,8 @@ def preflight(config: ml_collections.ConfigDict) -> None:
     if pytorch.looks_like_hub_id(str(ckpt)):
       return  # resolved (from the local Hugging Face cache) when the run loads it
     raise FileNotFoundError(f"model.checkpoint {str(ckpt)!r} does not exist")
+  if not (path / "params").is_dir():  # not a converted folder: PyTorch / HF weights
+    pytorch.check_weights_files(path)
   json_file = path / "config.json" if path.is_dir() else path.parent / "config.json"
   if not json_file.is_file() or path.suffix in (".pt", ".pth"):  # fairseq: config is inside
     return

@@ -161,7 +161,7 @@ def test_more_clients_than_speakers(tmp_path, workdir, capsys):
 # ------------------------------------------------------------------------------- weights files
 
 def _tiny_config_json(folder: Path) -> None:
-  (folder / "config.json").write_text(json.dumps({"model_type": "hubert", "hidden_size": 32}))
+  (folder / "config.json").write_text(json.dumps({"model_type": "hubert"}))  # HF defaults
 
 
 @pytest.mark.parametrize("content", ["random", "truncated"])
@@ -178,6 +178,11 @@ def test_damaged_safetensors_is_one_line(tmp_path, capsys, content):
   _fails(capsys, ["convert", str(folder), "--out", str(tmp_path / "out")],
          "model.safetensors: not a readable safetensors file")
   assert not (tmp_path / "out").exists()
+  # as a run's checkpoint: refused before any data work, by the dry run too
+  for dry in (["--dry-run"], []):
+    _fails(capsys, ["run", "--workdir", str(tmp_path / "w"), f"--config.model.checkpoint={folder}",
+                    *dry], "model.safetensors: not a readable safetensors file")
+  assert not (tmp_path / "w").exists()
 
 
 class Evil:  # pickled by reference: its global is what the weights-only unpickler refuses

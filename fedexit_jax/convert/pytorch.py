@@ -442,6 +442,22 @@ def load_state_dict_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray]
   return _tensors_to_numpy(obj), None
 
 
+def check_weights_files(path: str | os.PathLike) -> None:
+  """CheckpointFileError if a safetensors file of `path` (a file or a HF folder) has a header that
+  does not read back or does not cover the file: a cheap check, the header only."""
+  p = Path(path)
+  files = _weights_in_folder(p) if p.is_dir() else [p]
+  for f in files:
+    if f.suffix == ".safetensors":
+      from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+      try:
+        with safe_open(str(f), "np"):
+          pass
+      except Exception as e:  # pylint: disable=broad-except
+        raise CheckpointFileError(f"{f}: not a readable safetensors file "
+                                  f"({type(e).__name__}: {_one_line(e)})") from None
+
+
 def _weights_in_folder(folder: Path) -> list[Path]:
   for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
     if (folder / index_name).exists():
