@@ -74,7 +74,7 @@ def load_corpus(config: ml_collections.ConfigDict) -> Corpus:
                     "word/<speaker>_nohash_<n>.wav outside the validation/testing lists)")
   if len(test.labels) == 0:
     raise DataError(f"the corpus in {root} has no test split (testing_list.txt): the central "
-                     "test set would be empty")
+                    "test set would be empty")
   return Corpus(train, test, Path(root))
 
 
@@ -131,7 +131,10 @@ def preflight(config: ml_collections.ConfigDict) -> None:
     return
   from fedexit_jax.convert import pytorch  # pylint: disable=import-outside-toplevel
   if str(ckpt).startswith(pretrain.BUILTIN_PREFIX):
-    ckpt = pretrain.resolve_builtin(ckpt)
+    try:
+      ckpt = pretrain.resolve_builtin(ckpt)
+    except ValueError as e:  # an unknown built-in name
+      raise config_utils.ConfigError(f"model.checkpoint: {e}") from None
   path = Path(ckpt).expanduser()
   if not path.exists():
     if pytorch.looks_like_hub_id(str(ckpt)):

@@ -218,6 +218,9 @@ def test_overrides_that_contradict_the_checkpoint_fail_the_dry_run(workdir, caps
   _fails(capsys, ["run", "--workdir", str(workdir), "--dry-run",
                   "--config.model.checkpoint=/nowhere/model"],
          "model.checkpoint '/nowhere/model' does not exist")
+  _fails(capsys, ["run", "--workdir", str(workdir), "--dry-run",
+                  "--config.model.checkpoint=builtin:nope"],
+         "model.checkpoint: unknown built-in checkpoint 'builtin:nope'")
   assert sorted(_snapshot(workdir)) == ["notes.txt"]
 
 
