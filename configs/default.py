@@ -28,6 +28,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 10  # rounds between checkpoints (the last round is always saved)
   c.max_checkpoints = 2  # finalized checkpoints kept on disk
   c.progress_bar = True
+  # Stop with an error after this many rounds in a row in which every client's update was
+  # non-finite (all excluded: the model did not move); lower the learning rates then.
+  c.stop_after_excluded_rounds = 3
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "synth"  # "synth" (offline eSpeak corpus) | "folder" (Speech Commands) | "tfds"

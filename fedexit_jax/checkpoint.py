@@ -9,12 +9,22 @@ write leaves a tmp folder that `CheckpointManager.all_steps()` never lists, so `
 always reads the newest *finalized* round. Saves here are synchronous: `save` returns after the
 rename, so a round counted as saved is on disk.
 
+Damage after the fact (a truncated data file, a deleted `_METADATA`, a disk error) is found by
+`check_workdir` before any data work: every round it may resume from is read in full and checked
+finite; a damaged round is named, moved to `WORKDIR/damaged_checkpoints/<round>` (kept for
+inspection, never deleted) and the run resumes from the newest intact one.
+
 Typed PRNG keys (`jax.random.key`) cannot be serialised; they are stored as their raw key data
 and re-wrapped with the key implementation of the restore target.
 """
 from __future__ import annotations
 
+import gc
 import json
+import logging
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +36,10 @@ import orbax.checkpoint as ocp
 
 from fedexit_jax import config_utils
 
+log = logging.getLogger(__name__)
+
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "damaged_checkpoints"
 CONFIG_FILE = "config.json"
 # Keys that may change when a run is resumed (extending a run, checkpointing more often).
 RESUMABLE_KEYS = ("rounds", "checkpoint_every", "max_checkpoints", "progress_bar")
@@ -127,6 +140,63 @@ def restore_latest(workdir: str | Path, target_like: Any) -> tuple[Any, int] | N
   return restore(workdir, step, target_like), step
 
 
+def damage(workdir: str | Path, step: int) -> str | None:
+  """Why round `step` cannot be resumed (a file that does not read back, a non-finite value), or
+  None if it is intact. Reads every array of the round, without a target (no model needed)."""
+  # A damaged array fails several concurrent reads; orbax raises the first and Python would print
+  # the others as "Exception ignored in <coroutine>" screens of TensorStore specs: silenced here.
+  hook, sys.unraisablehook = sys.unraisablehook, lambda _: None
+  try:
+    mngr = _manager(workdir, create=False)
+    try:
+      restored = mngr.restore(int(step), args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    finally:
+      mngr.close()
+  except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore raise many types
+    while e.__cause__ is not None:  # TensorStore's own reason, not orbax's wrapper
+      e = e.__cause__
+    return f"unreadable: {type(e).__name__}: {_first_line(e)}"
+  finally:
+    gc.collect()
+    sys.unraisablehook = hook
+  if not isinstance(restored.meta, dict) or restored.meta.get("step") != int(step):
+    return "unreadable: its meta/ item is not this round's"
+  bad = [jax.tree_util.keystr(path) for path, x in jax.tree_util.tree_flatten_with_path(
+      restored.state)[0] if np.issubdtype(np.asarray(x).dtype, np.inexact)
+         and not np.all(np.isfinite(np.asarray(x)))]
+  if bad:
+    return f"not finite ({len(bad)} array(s), e.g. {bad[0]})"
+  return None
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+  text = (str(e).strip().splitlines() or [""])[0]
+  return text if len(text) <= limit else text[:limit] + "..."
+
+
+def newest_intact(workdir: str | Path) -> tuple[int | None, list[tuple[int, str]]]:
+  """(newest intact round or None, [(damaged round, why), ...] newer than it, newest first)."""
+  damaged = []
+  for step in reversed(all_steps(workdir)):
+    why = damage(workdir, step)
+    if why is None:
+      return step, damaged
+    damaged.append((step, why))
+  return None, damaged
+
+
+def set_aside(workdir: str | Path, step: int) -> Path:
+  """Moves a damaged round out of orbax's sight, to WORKDIR/damaged_checkpoints/<round>[.n]."""
+  dest_dir = Path(workdir).resolve() / DAMAGED_DIR
+  dest_dir.mkdir(exist_ok=True)
+  dest, n = dest_dir / str(step), 1
+  while dest.exists():
+    dest, n = dest_dir / f"{step}.{n}", n + 1
+  shutil.move(str(checkpoint_dir(workdir) / str(step)), str(dest))
+  return dest
+
+
 def load_meta(workdir: str | Path, step: int | None = None) -> dict[str, Any] | None:
   """The JSON metadata ({"step", "config"}) saved with round `step` (default: the latest)."""
   step = latest_step(workdir) if step is None else step
@@ -149,24 +219,53 @@ def _config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
   return diffs
 
 
+def _check_writable(workdir: Path) -> None:
+  """WorkdirError unless a file can be created in `workdir` (or the nearest existing folder above
+  it, where it will be made). Tries it: permission bits say nothing to root or on a read-only mount."""
+  probe = workdir
+  while not probe.exists() and probe != probe.parent:
+    probe = probe.parent
+  try:
+    with tempfile.TemporaryFile(dir=probe):
+      pass
+  except OSError as e:
+    where = "" if probe == workdir else f" (it would be created in {str(probe)!r})"
+    raise WorkdirError(f"workdir {str(workdir)!r} is not writable{where}: "
+                       f"{e.strerror or e}") from None
+
+
 def check_workdir(workdir: str | Path, config: ml_collections.ConfigDict,
                   resume: bool, write_config: bool = True) -> int | None:
   """Decides, before any work, whether `config` may run in `workdir`. Returns the round to resume
   from (None: start from scratch).
 
-  - no checkpoint: start fresh (also with --resume, so a restart script can always pass it);
+  - the workdir (or the folder it will be made in) must be writable, else WorkdirError;
+  - no checkpoint: start fresh (also with --resume, so a restart script can always pass it; a
+    warning says so);
   - a checkpoint and no --resume: WorkdirError (never overwrite another run silently);
-  - a checkpoint and --resume: its config must equal `config` except RESUMABLE_KEYS, else
-    WorkdirError listing the differing keys.
+  - a checkpoint and --resume: the newest *intact* round (see `damage`; damaged newer rounds are
+    named in a warning and, with `write_config`, set aside); its config must equal `config`
+    except RESUMABLE_KEYS, and `rounds` must not be below it, else WorkdirError.
   With `write_config`, creates the workdir and writes `WORKDIR/config.json` (this run's config).
   """
   workdir = Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise WorkdirError(f"workdir {str(workdir)!r} exists and is not a directory")
-  step = latest_step(workdir)
+  _check_writable(workdir)
+  step, damaged = latest_step(workdir), []
+  if step is not None and resume:
+    step, damaged = newest_intact(workdir)
+    if step is None:
+      raise WorkdirError(
+          f"cannot --resume in {str(workdir)!r}: no checkpoint is intact ("
+          + "; ".join(f"round {s}: {why}" for s, why in damaged)
+          + "). Nothing was changed; start again in a new --workdir.")
   new = json.loads(config_utils.config_to_json(config))
   if step is not None:
-    old = (load_meta(workdir, step) or {}).get("config")
+    try:
+      old = (load_meta(workdir, step) or {}).get("config")
+    except Exception:  # pylint: disable=broad-except  # a damaged meta/: refused all the same
+      old = None
     diffs = _config_diff(old, new) if old is not None else ["<no config saved>"]
     if not resume:
       what = ("a checkpoint of another run (different config: " + "; ".join(diffs[:5]) + ")"
@@ -180,7 +279,19 @@ def check_workdir(workdir: str | Path, config: ml_collections.ConfigDict,
           f"cannot --resume in {str(workdir)!r}: its checkpoint (round {step}) was made with a "
           f"different config: {'; '.join(blocking)}. Only {list(RESUMABLE_KEYS)} may change on "
           "resume; use a new --workdir for a different run.")
+    if config.rounds < step:
+      raise WorkdirError(
+          f"cannot --resume in {str(workdir)!r} with rounds={config.rounds}: its checkpoint is "
+          f"already at round {step}; pass --config.rounds={step} or more.")
+  elif resume:
+    log.warning("--resume: %s holds no checkpoint; starting from round 0", workdir)
+  for bad, why in damaged:
+    log.warning("checkpoint round %d in %s is damaged (%s): skipped, resuming from round %d%s",
+                bad, checkpoint_dir(workdir), why, step,
+                f"; it is moved to {DAMAGED_DIR}/{bad}" if write_config else "")
   if write_config:
+    for bad, _ in damaged:
+      set_aside(workdir, bad)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / CONFIG_FILE).write_text(json.dumps(new, indent=2, sort_keys=True) + "\n")
   return step if resume else None

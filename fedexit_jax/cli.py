@@ -139,9 +139,10 @@ def load_run_config(config_path: str | None, overrides: Sequence[str]):
 
 
 def _run(args, overrides: Sequence[str]) -> int:
-  from fedexit_jax import checkpoint
+  from fedexit_jax import checkpoint, pipeline
 
   config = load_run_config(args.config, overrides)
+  pipeline.preflight(config)  # data folder and checkpoint on disk: refused here, not later
   if args.dry_run:
     step = checkpoint.check_workdir(args.workdir, config, args.resume, write_config=False)
     print(config)
@@ -170,7 +171,10 @@ def _is_user_error(e: BaseException) -> bool:
   # Modules imported only once a sub-command runs.
   for module, name in (("fedexit_jax.checkpoint", "WorkdirError"),
                        ("fedexit_jax.convert.pytorch", "CheckpointMismatchError"),
-                       ("fedexit_jax.data.audio", "AudioError")):
+                       ("fedexit_jax.convert.pytorch", "CheckpointFileError"),
+                       ("fedexit_jax.data.audio", "AudioError"),
+                       ("fedexit_jax.data.speech_commands", "DataError"),
+                       ("fedexit_jax.train", "DivergedError")):
     cls = getattr(sys.modules.get(module), name, None)
     if cls is not None and isinstance(e, cls):
       return True
@@ -200,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   except Exception as e:  # pylint: disable=broad-except
     if not _is_user_error(e):
       raise
-    print(f"fedexit: error: {e}", file=sys.stderr)
+    print(f"fedexit: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line
     return 2
 
 

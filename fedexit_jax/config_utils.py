@@ -40,9 +40,17 @@ class ConfigError(ValueError):
   """A config that cannot run: unknown key, bad value, inconsistent settings."""
 
 
+def configs_dir() -> Path:
+  """The shipped configs: the repository's configs/, installed as the package
+  fedexit_jax.configs (the same files, editable or from a wheel)."""
+  spec = importlib.util.find_spec("fedexit_jax.configs")
+  if spec is not None and spec.submodule_search_locations:
+    return Path(list(spec.submodule_search_locations)[0]).resolve()
+  return Path(__file__).resolve().parents[1] / "configs"  # a source tree on sys.path
+
+
 def default_config_path() -> Path:
-  """configs/default.py of the repository this package lives in."""
-  return Path(__file__).resolve().parents[1] / "configs" / "default.py"
+  return configs_dir() / "default.py"
 
 
 def load_config(path: str | Path) -> ml_collections.ConfigDict:
@@ -51,18 +59,44 @@ def load_config(path: str | Path) -> ml_collections.ConfigDict:
   if ":" in Path(path).name:  # a ':' in a folder name is left alone
     path, arg = path.rsplit(":", 1)
   file = Path(path)
+  if file.is_dir():
+    found = sorted(f.name for f in file.glob("*.py"))
+    raise ConfigError(f"config {str(file)!r} is a folder; pass a Python config file in it"
+                      + (f" ({', '.join(found[:5])})" if found else ""))
   if not file.is_file():
-    raise FileNotFoundError(f"config file {str(file)!r} does not exist")
+    shipped = configs_dir() / file.name
+    if file.parent.name in ("configs", "") and shipped.is_file():  # configs/x.py outside a clone
+      file = shipped
+    else:
+      names = sorted(f.name for f in configs_dir().glob("[!_]*.py"))
+      raise FileNotFoundError(f"config file {str(file)!r} does not exist (shipped configs: "
+                              f"{', '.join(f'configs/{n}' for n in names)})")
   spec = importlib.util.spec_from_file_location(f"_fedexit_config_{file.stem}", file)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except  # the user's code: name it, one line
+    raise ConfigError(f"config file {str(file)!r} cannot be loaded: {_describe(e)}") from None
   if not hasattr(module, "get_config"):
     raise ConfigError(f"config file {str(file)!r} defines no get_config()")
-  config = module.get_config(arg) if arg is not None else module.get_config()
+  try:
+    config = module.get_config(arg) if arg is not None else module.get_config()
+  except ConfigError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f"get_config({'' if arg is None else repr(arg)}) of {str(file)!r} "
+                      f"raised {_describe(e)}") from None
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f"get_config() of {str(file)!r} returned {type(config).__name__}, "
                       "expected an ml_collections.ConfigDict")
   return config
+
+
+def _describe(e: BaseException) -> str:
+  """`Type: message` on one line; a SyntaxError with its line number."""
+  if isinstance(e, SyntaxError):
+    return f"SyntaxError: {e.msg} (line {e.lineno})"
+  return f"{type(e).__name__}: " + " ".join(str(e).split())
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -301,6 +335,7 @@ def validate_config(config: ml_collections.ConfigDict,
   schema = default_config() if schema is None else schema
   _check_schema(config, schema)
   _positive(config, "rounds", "eval_every", "eval_batch_size", "checkpoint_every",
+            "stop_after_excluded_rounds",
             "max_checkpoints", "clients_per_round", "batch_size", "local_epochs",
             "client_optimizer.learning_rate", "server_optimizer.learning_rate",
             "data.num_clients", "data.clip_seconds", "accounting.flops_per_second")

@@ -25,6 +25,8 @@ from fedexit_jax.models.config import EncoderConfig
 
 log = logging.getLogger(__name__)
 
+DataError = speech_commands.DataError  # the corpus cannot feed this run (a one-line CLI error)
+
 LOSS_NAMES = {"deepest": "last", "all": "sum", "distill": "distill"}  # config name -> engine name
 
 
@@ -91,15 +93,23 @@ def _load_corpus(config: ml_collections.ConfigDict) -> Corpus:
   if d.source == "folder" and d.test_dir:  # SUPERB: the separate balanced test archive
     test = speech_commands.load_test_archive(d.test_dir, num_samples,
                                              skip_errors=d.skip_bad_files)
+  if len(train.labels) == 0:
+    raise DataError(f"the corpus in {root} has no training utterances (no readable "
+                    "word/<speaker>_nohash_<n>.wav outside the validation/testing lists)")
   if len(test.labels) == 0:
-    raise ValueError(f"the corpus in {root} has no test split (testing_list.txt): the central "
-                     "test set would be empty")
+    raise DataError(f"the corpus in {root} has no test split (testing_list.txt): the central "
+                    "test set would be empty")
   return Corpus(train, test, Path(root))
 
 
 def partition_clients(config: ml_collections.ConfigDict, train: speech_commands.KeywordData
                       ) -> partition.ClientDatasets:
   d = config.data
+  have = (len(set(train.speakers.tolist())) if d.partition == "speaker" else len(train.labels))
+  if d.partition != "per_speaker" and d.num_clients > have:
+    what = "speakers" if d.partition == "speaker" else "utterances"
+    raise DataError(f"data.num_clients={d.num_clients} but the training split has only {have} "
+                    f"{what}; lower --config.data.num_clients (and clients_per_round)")
   if d.partition in ("speaker", "per_speaker"):  # per_speaker: one client per speaker
     num_clients = None if d.partition == "per_speaker" else d.num_clients
     parts = partition.by_speaker(train.speakers, num_clients=num_clients, seed=config.seed)
@@ -114,6 +124,59 @@ def partition_clients(config: ml_collections.ConfigDict, train: speech_commands.
 
 def _sample_mask(lengths: np.ndarray, num_samples: int) -> np.ndarray:
   return np.arange(num_samples) < np.asarray(lengths)[..., None]
+
+
+def check_against_checkpoint(config: ml_collections.ConfigDict, encoder: EncoderConfig) -> None:
+  """ConfigError if `model.overrides` or `model.exits` contradict the checkpoint's encoder."""
+  for key, value in config.model.overrides.to_dict().items():
+    value = tuple(value) if isinstance(value, list) else value
+    if getattr(encoder, key) != value:
+      raise config_utils.ConfigError(
+          f"model.overrides.{key}={value!r} contradicts the checkpoint "
+          f"{str(config.model.checkpoint)!r}, whose {key} is {getattr(encoder, key)!r}; drop "
+          "the override, or set model.checkpoint=None to train that architecture from scratch")
+  if max(config.model.exits) > encoder.num_hidden_layers:
+    raise config_utils.ConfigError(
+        f"model.exits {tuple(config.model.exits)} go beyond the checkpoint's "
+        f"{encoder.num_hidden_layers} layers")
+
+
+def preflight(config: ml_collections.ConfigDict) -> None:
+  """The checks of the inputs on disk that cost no data work, so `--dry-run` refuses what the run
+  would refuse: the data folder exists, the checkpoint exists and (when its config is a small
+  JSON file: converted folders, Hugging Face folders) agrees with the overrides and exits."""
+  d = config.data
+  if d.dir and d.source != "synth" and not Path(d.dir).expanduser().is_dir():
+    raise FileNotFoundError(f"data.dir {d.dir!r} is not a folder; expected "
+                            + ("the tfds data_dir" if d.source == "tfds" else
+                               "an extracted Speech Commands v0.02 folder "
+                               "(word/<speaker>_nohash_<n>.wav)"))
+  ckpt = config.model.checkpoint
+  if ckpt is None:
+    return
+  from fedexit_jax.convert import pytorch  # pylint: disable=import-outside-toplevel
+  if str(ckpt).startswith(pretrain.BUILTIN_PREFIX):
+    try:
+      ckpt = pretrain.resolve_builtin(ckpt)
+    except ValueError as e:  # an unknown built-in name
+      raise config_utils.ConfigError(f"model.checkpoint: {e}") from None
+  path = Path(ckpt).expanduser()
+  if not path.exists():
+    if pytorch.looks_like_hub_id(str(ckpt)):
+      return  # resolved (from the local Hugging Face cache) when the run loads it
+    raise FileNotFoundError(f"model.checkpoint {str(ckpt)!r} does not exist")
+  if not (path / "params").is_dir():  # not a converted folder: PyTorch / HF weights
+    pytorch.check_weights_files(path)
+  json_file = path / "config.json" if path.is_dir() else path.parent / "config.json"
+  if not json_file.is_file() or path.suffix in (".pt", ".pth"):  # fairseq: config is inside
+    return
+  try:
+    meta = json.loads(json_file.read_text())
+    encoder = (EncoderConfig.from_hf_dict({k: v for k, v in meta.items() if k != "format"})
+               if "format" in meta else pytorch.config_from_hf_dict(meta))
+  except (ValueError, TypeError, KeyError) as e:
+    raise pytorch.CheckpointFileError(f"{json_file}: not a readable model config ({e})") from None
+  check_against_checkpoint(config, encoder)
 
 
 def init_model(config: ml_collections.ConfigDict, encoder: EncoderConfig, rng: jax.Array
@@ -131,16 +194,7 @@ def init_model(config: ml_collections.ConfigDict, encoder: EncoderConfig, rng: j
       encoder, params = convert.load_converted(ckpt)
     else:
       encoder, params = convert.load_pytorch_checkpoint(ckpt)
-    for key, value in config.model.overrides.to_dict().items():
-      value = tuple(value) if isinstance(value, list) else value
-      if getattr(encoder, key) != value:
-        raise config_utils.ConfigError(
-            f"model.overrides.{key}={value!r} contradicts the checkpoint "
-            f"{str(config.model.checkpoint)!r}, whose {key} is {getattr(encoder, key)!r}; drop "
-            "the override, or set model.checkpoint=None to train that architecture from scratch")
-    if max(config.model.exits) > encoder.num_hidden_layers:
-      raise ValueError(f"model.exits {tuple(config.model.exits)} go beyond the checkpoint's "
-                       f"{encoder.num_hidden_layers} layers")
+    check_against_checkpoint(config, encoder)
   head_params = heads.init_exit_heads(k_heads, encoder.hidden_size, config.data.num_classes,
                                       len(config.model.exits))
   return encoder, params, head_params

@@ -64,6 +64,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                        resume: bool = False) -> dict[str, Any]:
   """Runs (or resumes) a federated run in `workdir`; returns the last evaluation and the costs."""
   encoder = config_utils.validate_config(config)
+  pipeline.preflight(config)
   cpu_devices = runtime.use_cpu_devices(config.cpu_devices)  # before JAX runs anything
   workdir = Path(workdir)
   start = checkpoint.check_workdir(workdir, config, resume)
@@ -98,9 +99,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
       state, done = restored
       log.info("resumed %s at round %d", workdir, done)
   writer = metrics.MetricsWriter(workdir, resume_round=done if start is not None else None)
-  _write_run_info(workdir, data.summary, depths, corpus.root, encoder, cpu_devices)
+  _write_run_info(workdir, data.summary, depths, corpus.root, encoder, cpu_devices,
+                  skipped_files=corpus.train.num_skipped)
 
-  ev, row = None, {}
+  ev, row, all_excluded = None, {}, 0
   bar = tqdm.trange(done, config.rounds, initial=done, total=config.rounds, desc="rounds",
                     disable=not config.progress_bar, dynamic_ncols=True)
   for r in bar:
@@ -109,7 +111,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     state, m = fl.run_round(state, cohort, spec)
     steps = np.asarray(m["num_steps"])
     row = {"round": r + 1,
-           "train_loss": float(m["mean_loss"]),
+           # None (JSON null) when every client was excluded: nothing was measured
+           "train_loss": (float(m["mean_loss"]) if int(m["num_nonfinite"]) < len(ids)
+                          else None),
            "num_nonfinite": int(m["num_nonfinite"]),
            "examples": int(m["total_examples"]),
            "local_steps": int(steps.sum()),  # real local steps of the round's clients
@@ -123,18 +127,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
       bad = np.asarray(m["client_id"])[~np.asarray(m["finite"])]
       log.warning("round %d: %d client update(s) were not finite and were left out of the "
                   "aggregate (clients %s)", r + 1, row["num_nonfinite"], bad.tolist())
+    all_excluded = all_excluded + 1 if row["train_loss"] is None else 0
+    if all_excluded >= config.stop_after_excluded_rounds:
+      writer.write(r + 1, row)
+      raise DivergedError(_diverged(workdir, f"round {r + 1}: every client's update was "
+                                    f"non-finite in the last {all_excluded} rounds"))
     last = r + 1 == config.rounds
     if (r + 1) % config.eval_every == 0 or last:
       tin, tmask = _test_inputs(config, encoder, state.params, data)
       ev = fl.evaluate(encoder, state.params, tin, tmask, data.test_labels, exits,
                        batch_size=config.eval_batch_size, heads_at=trained_exits)
       if not np.all(np.isfinite(ev["loss"])):
-        raise DivergedError(f"round {r + 1}: the global model's test loss is not finite "
-                            f"({ev['loss'].tolist()}); lower the learning rates. The last good "
-                            f"checkpoint is in {checkpoint.checkpoint_dir(workdir)}")
+        raise DivergedError(_diverged(workdir, f"round {r + 1}: the global model's test loss "
+                                      f"is not finite ({ev['loss'].tolist()})"))
       row["error"] = {str(e): float(x) for e, x in zip(trained_exits, ev["error"])}
       row["test_loss"] = {str(e): float(x) for e, x in zip(trained_exits, ev["loss"])}
-      bar.set_postfix(loss=f"{row['train_loss']:.3f}",
+      bar.set_postfix(loss=f"{np.nan if row['train_loss'] is None else row['train_loss']:.3f}",
                       err=" ".join(f"{e}:{x:.3f}" for e, x in row["error"].items()))
     writer.write(r + 1, row)
     if (r + 1) % config.checkpoint_every == 0 or last:
@@ -148,9 +156,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   return _report(config, workdir, ev, trained_exits, costs, time.time() - t0)
 
 
+def _diverged(workdir: Path, what: str) -> str:
+  """DivergedError's message: what happened and the newest checkpoint that is finite, if any."""
+  step, _ = checkpoint.newest_intact(workdir)
+  where = (f"round {step} in {checkpoint.checkpoint_dir(workdir)} is the newest finite checkpoint"
+           if step is not None else "no finite checkpoint was saved")
+  return (f"{what}: the run diverged; lower the learning rates and start a new --workdir "
+          f"({where}).")
+
+
 def _write_run_info(workdir: Path, summary: dict, depths: np.ndarray, root: Path, encoder,
-                    cpu_devices: int) -> None:
+                    cpu_devices: int, skipped_files: int = 0) -> None:
   info = {"data_root": str(root), "partition": summary,
+          "skipped_files": int(skipped_files),  # unreadable audio left out (data.skip_bad_files)
           "devices": [str(d) for d in jax.devices()], "cpu_devices": cpu_devices,
           "clients_per_depth": {str(d): int(n) for d, n in zip(*np.unique(depths,
                                                                           return_counts=True))},
@@ -170,9 +188,18 @@ def _report(config, workdir: Path, ev, trained_exits, costs, seconds: float) -> 
   tiers = accounting.tier_table(config.tiers, flops, memory, upload) if config.tiers else []
   rows = metrics.read_metrics(workdir)
   sim = sum(r.get("sim_seconds", 0.0) for r in rows)
+  excluded = sum(r.get("num_nonfinite", 0) for r in rows)
+  excluded_rounds = sum(1 for r in rows if r.get("num_nonfinite", 0))
+  chance = float(np.log(config.data.num_classes))
+  high = {e: float(x) for e, x in zip(trained_exits, ev["loss"]) if x > 10 * chance}
+  if high:
+    log.warning("the final test loss %s is over 10x that of a uniform guess (%.2f): training "
+                "probably diverged; lower the learning rates", high, chance)
   metrics.write_summary(workdir, rows=rows, policies=policies,
                         tier_table_md=accounting.markdown_tier_table(tiers) if tiers else None,
                         extra={"Run": f"- rounds: {config.rounds}\n"
+                                      f"- client updates excluded as non-finite: {excluded} "
+                                      f"(in {excluded_rounds} rounds)\n"
                                       f"- simulated device time: {sim:.1f} s\n"
                                       f"- host wall-clock of this invocation: {seconds:.1f} s"})
   num_classes = config.data.num_classes

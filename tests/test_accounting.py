@@ -128,8 +128,9 @@ def test_upload_bytes_of_nested_abstract_tree():
 def test_round_time_waits_for_the_slowest_client():
   flops = {3: 100.0, 6: 200.0}
   # times: 100*2/(1*10)=20, 200*1/(2*10)=10, 100*4/(1*10)=40
-  assert accounting.round_time([3, 6, 3], [2, 1, 4], [1.0, 2.0, 1.0], flops, 10.0) == 40.0
-  assert accounting.round_time([6, 6], 3, [1.0, 4.0], flops) == 600.0
+  assert accounting.round_time([3, 6, 3], [2, 1, 4], [1.0, 2.0, 1.0], flops,
+                              10.0) == pytest.approx(40.0)
+  assert accounting.round_time([6, 6], 3, [1.0, 4.0], flops) == pytest.approx(600.0)
   with pytest.raises(ValueError, match=r"no FLOPs measured for depth\(s\) \[9\]"):
     accounting.round_time([9], 1, [1.0], flops)
   with pytest.raises(ValueError, match="differ in length"):
@@ -139,8 +140,8 @@ def test_round_time_waits_for_the_slowest_client():
 def test_time_to_error():
   rows = [{"round": 1, "error": {"3": 0.8}}, {"round": 2, "error": {"3": 0.5}},
           {"round": 3, "error": {"3": 0.3}}]
-  assert accounting.time_to_error(rows, [10.0, 20.0, 5.0], 0.5, 3) == 30.0
-  assert accounting.time_to_error(rows, [10.0, 20.0, 5.0], 0.3, "3") == 35.0
+  assert accounting.time_to_error(rows, [10.0, 20.0, 5.0], 0.5, 3) == pytest.approx(30.0)
+  assert accounting.time_to_error(rows, [10.0, 20.0, 5.0], 0.3, "3") == pytest.approx(35.0)
   assert accounting.time_to_error(rows, [10.0, 20.0, 5.0], 0.1, 3) is None
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -103,3 +104,89 @@ def test_saved_config_and_workdir_checks(tmp_path):
   assert checkpoint.check_workdir(tmp_path, longer, resume=True) == 3
   # --resume with nothing to resume starts fresh.
   assert checkpoint.check_workdir(tmp_path / "new", config, resume=True) is None
+
+
+def _big_state(seed):
+  """_state plus a leaf too large for orbax to inline in its index (> 1 KiB): a real data file."""
+  state = _state(seed)
+  state["params"]["big"] = jnp.asarray(np.random.default_rng(seed).normal(size=(64, 64)),
+                                       jnp.float32)
+  return state
+
+
+def _damage(workdir, step, how):
+  """Damages round `step` as a disk error or a careless hand would."""
+  state = checkpoint.checkpoint_dir(workdir) / str(step) / "state"
+  if how == "truncate":  # every data file of the round that holds array bytes, cut in half
+    files = [f for f in (state / "ocdbt.process_0" / "d").iterdir() if f.stat().st_size > 4096]
+    assert files, "no data file large enough to truncate"
+    for f in files:
+      with open(f, "r+b") as fh:
+        fh.truncate(f.stat().st_size // 2)
+  else:
+    assert how == "no_metadata"
+    (state / "_METADATA").unlink()
+
+
+def _tree_files(root):
+  return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("how", ["truncate", "no_metadata"])
+def test_damaged_newest_round_is_skipped_named_and_kept(tmp_path, how, caplog):
+  config = cu.default_config()
+  for step in (1, 2):
+    checkpoint.save(tmp_path, step, _big_state(step), config=config)
+  _damage(tmp_path, 2, how)
+  before = _tree_files(tmp_path / checkpoint.CHECKPOINT_DIR / "2")
+  # Checking (a dry run) changes nothing.
+  assert checkpoint.check_workdir(tmp_path, config, resume=True, write_config=False) == 1
+  assert "round 2" in caplog.text and "damaged" in caplog.text
+  assert checkpoint.all_steps(tmp_path) == [1, 2]
+  # The run itself moves the damaged round aside, byte for byte, and resumes from round 1.
+  assert checkpoint.check_workdir(tmp_path, config, resume=True) == 1
+  assert checkpoint.all_steps(tmp_path) == [1]
+  assert _tree_files(tmp_path / checkpoint.DAMAGED_DIR / "2") == before
+  restored, step = checkpoint.restore_latest(tmp_path, _big_state(0))
+  assert step == 1
+  _assert_bit_identical(restored, _big_state(1))
+
+
+def test_no_intact_round_stops_with_one_line_and_changes_nothing(tmp_path):
+  config = cu.default_config()
+  checkpoint.save(tmp_path, 1, _state(seed=1), config=config)
+  nan_state = jax.tree.map(lambda x: x * np.nan if isinstance(x, jax.Array) and jnp.issubdtype(
+      x.dtype, jnp.floating) else x, _state(seed=2))
+  checkpoint.save(tmp_path, 2, nan_state, config=config)
+  _damage(tmp_path, 1, "no_metadata")
+  assert checkpoint.damage(tmp_path, 2).startswith("not finite")
+  before = _tree_files(tmp_path)
+  with pytest.raises(checkpoint.WorkdirError) as e:
+    checkpoint.check_workdir(tmp_path, config, resume=True)
+  msg = str(e.value)
+  assert "\n" not in msg and "no checkpoint is intact" in msg
+  assert "round 2: not finite" in msg and "round 1: unreadable: FileNotFoundError" in msg
+  assert _tree_files(tmp_path) == before
+
+
+def test_resume_with_fewer_rounds_than_done_is_refused(tmp_path, caplog):
+  config = cu.apply_overrides(cu.default_config(), ["rounds=10"])
+  checkpoint.save(tmp_path, 6, _state(), config=config)
+  with pytest.raises(checkpoint.WorkdirError, match="rounds=4: its checkpoint is already at "
+                                                    "round 6; pass --config.rounds=6 or more"):
+    checkpoint.check_workdir(tmp_path, cu.apply_overrides(config, ["rounds=4"]), resume=True)
+  assert checkpoint.check_workdir(tmp_path, cu.apply_overrides(config, ["rounds=6"]),
+                                  resume=True) == 6
+  # --resume on a workdir without checkpoint starts fresh, and says so.
+  assert checkpoint.check_workdir(tmp_path / "empty", config, resume=True) is None
+  assert "holds no checkpoint; starting from round 0" in caplog.text
+
+
+def test_unwritable_workdir_is_refused_before_any_work(tmp_path):
+  # /proc refuses new files even to root (permission bits do not stop root).
+  for work in (Path("/proc/fedexit_w"), Path("/proc/self/w/x")):
+    with pytest.raises(checkpoint.WorkdirError, match="is not writable"):
+      checkpoint.check_workdir(work, cu.default_config(), resume=False, write_config=False)
+  with pytest.raises(checkpoint.WorkdirError, match="is not a directory"):
+    (tmp_path / "file").write_text("x")
+    checkpoint.check_workdir(tmp_path / "file", cu.default_config(), resume=False)

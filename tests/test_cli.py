@@ -83,12 +83,14 @@ def test_run_hands_the_validated_config_to_train(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "fedexit_jax.train", train)
   monkeypatch.setattr(fedexit_jax, "train", train, raising=False)
   paper = str(REPO / "configs" / "paper_kws12.py") + ":35"
-  rc = cli.main(["run", "--config", paper, "--workdir", str(tmp_path), "--resume",
-                 "--config.data.dir=/data/sc", "--config.rounds=2"])
+  (tmp_path / "sc").mkdir()  # the data folder must exist (checked before the hand-off)
+  rc = cli.main(["run", "--config", paper, "--workdir", str(tmp_path / "w"), "--resume",
+                 f"--config.data.dir={tmp_path / 'sc'}", "--config.rounds=2"])
   assert rc == 0
   (config, workdir, resume), = calls
-  assert (config.data.num_classes, config.rounds, config.data.dir) == (35, 2, "/data/sc")
-  assert workdir == str(tmp_path) and resume is True
+  assert (config.data.num_classes, config.rounds) == (35, 2)
+  assert config.data.dir == str(tmp_path / "sc")
+  assert workdir == str(tmp_path / "w") and resume is True
 
 
 def test_convert_reports_a_missing_checkpoint(tmp_path, capsys):

@@ -187,19 +187,24 @@ def test_safetensors_folder_and_file(hubert, tmp_path):
   assert_trees_equal(params3, params)
 
 
-def test_bin_folder(hubert, tmp_path):
+@pytest.mark.parametrize("legacy", [False, True])
+def test_bin_folder(hubert, tmp_path, legacy):
+  # legacy: the pre-1.6 non-zip format of old HF and fairseq files (no static scan possible),
+  # read by the weights-only unpickler all the same
   model, sd, cfg = hubert
   folder = tmp_path / "bin"
   folder.mkdir()
-  torch.save(model.state_dict(), folder / "pytorch_model.bin")
+  torch.save(model.state_dict(), folder / "pytorch_model.bin",
+             _use_new_zipfile_serialization=not legacy)
   (folder / "config.json").write_text(json.dumps(model.config.to_dict()))
   got_cfg, params = load_pytorch_checkpoint(folder)
   assert got_cfg == cfg
   assert_trees_equal(params, convert_state_dict(sd, cfg)[0])
 
 
-@pytest.mark.parametrize("style", ["hydra_cfg", "legacy_args"])
-def test_fairseq_pt_checkpoint(hubert, tmp_path, style):
+@pytest.mark.parametrize("style, legacy", [("hydra_cfg", False), ("legacy_args", False),
+                                          ("legacy_args", True)])
+def test_fairseq_pt_checkpoint(hubert, tmp_path, style, legacy):
   _, sd, cfg = hubert
   model_cfg = {"_name": "hubert", "extractor_mode": "default", "encoder_layers": 2,
                "encoder_embed_dim": 16, "encoder_ffn_embed_dim": 24, "encoder_attention_heads": 2,
@@ -212,7 +217,7 @@ def test_fairseq_pt_checkpoint(hubert, tmp_path, style):
     state["cfg"] = {"model": model_cfg, "task": {"_name": "hubert_pretraining"}}
   else:
     state["args"] = argparse.Namespace(arch="hubert", **{k: v for k, v in model_cfg.items() if k != "_name"})
-  torch.save(state, tmp_path / "checkpoint.pt")
+  torch.save(state, tmp_path / "checkpoint.pt", _use_new_zipfile_serialization=not legacy)
   got_cfg, params = load_pytorch_checkpoint(tmp_path / "checkpoint.pt")
   assert got_cfg == cfg
   assert_trees_equal(params, convert_state_dict(sd, cfg)[0])

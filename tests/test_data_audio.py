@@ -94,3 +94,14 @@ def test_wrong_sample_rate_is_rejected_when_a_rate_is_demanded(tmp_path):
   with pytest.raises(audio.AudioError, match="8000 Hz, expected 16000 Hz"):
     audio.load(path, expected_sr=16000)
   assert len(audio.load(path)) == 8000  # resampled when allowed: 0.5 s at 16 kHz
+
+
+def test_truncated_wav_is_an_error_not_a_short_clip(tmp_path):
+  path = tmp_path / "cut.wav"
+  audio.write_wav(path, np.full(16000, 0.1, np.float32))
+  assert len(audio.load(path)) == 16000
+  with open(path, "r+b") as f:  # 44-byte header + 1000 of the 16000 16-bit samples
+    f.truncate(44 + 2000)
+  with pytest.raises(audio.AudioError, match="truncated: its header declares 16000 samples, the "
+                                             "file holds 1000"):
+    audio.load(path)

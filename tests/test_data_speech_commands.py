@@ -133,6 +133,17 @@ def test_corrupt_file_raises_or_is_skipped_and_counted(tmp_path):
   assert "yes/aaaa1111_nohash_0.wav" not in set(d.files)
 
 
+def test_truncated_file_raises_or_is_skipped_and_counted(tmp_path):
+  root = make_mini_folder(str(tmp_path / "sc"), background=False)
+  bad = os.path.join(root, "no", "bbbb2222_nohash_0.wav")  # 1 s declared, 0.1 s left
+  with open(bad, "r+b") as f:
+    f.truncate(44 + 2 * 1600)
+  with pytest.raises(audio.AudioError, match="bbbb2222_nohash_0.wav: is truncated"):
+    sc.load_folder(root, label_set="35", use_cache=False)
+  d = sc.load_folder(root, label_set="35", use_cache=False, skip_errors=True)
+  assert d.num_skipped == 1 and "no/bbbb2222_nohash_0.wav" not in set(d.files)
+
+
 def test_wrong_rate_rejected_unless_resampling(tmp_path):
   root = make_mini_folder(str(tmp_path / "sc8k"), words=("go",), sr=8000, background=False)
   with pytest.raises(audio.AudioError, match="8000 Hz, expected 16000 Hz"):

@@ -1,5 +1,7 @@
 """Masked tree-mean, weighting schemes, server optimizers, tiers and sampling, with hand-derived
 numbers."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,10 @@ import pytest
 
 from fedexit_jax.federated import aggregate, sampling, server, tiers, trees
 from fedexit_jax.federated import masked_tree_mean
+
+# XLA's float32 results against hand-derived numbers: a few ulps (numpy's default rtol=1e-7 is
+# below one float32 ulp, so a different CPU's summation order could fail it).
+F32 = 1e-6
 
 
 def _tiny():
@@ -23,16 +29,16 @@ def test_masked_tree_mean_hand_numbers():
   stacked, masks, fallback = _tiny()
   out = masked_tree_mean(stacked, masks, jnp.array([1.0, 3.0, 0.0]), fallback)
   # row 0: (1*1 + 3*3 + 0*100) / (1 + 3) = 2.5; row 1: only client 0 trained it -> 10.
-  np.testing.assert_allclose(out["rows"], [[2.5], [10.0]])
+  np.testing.assert_allclose(out["rows"], [[2.5], [10.0]], rtol=F32)
   # nobody trained "head" -> it keeps its fallback.
-  np.testing.assert_allclose(out["head"], [7.0, 8.0])
+  np.testing.assert_allclose(out["head"], [7.0, 8.0], rtol=F32)
 
 
 def test_masked_tree_mean_zero_weights_give_fallback():
   stacked, masks, fallback = _tiny()
   out = masked_tree_mean(stacked, masks, jnp.zeros(3), fallback)
-  np.testing.assert_allclose(out["rows"], [[-1.0], [-2.0]])
-  np.testing.assert_allclose(out["head"], [7.0, 8.0])
+  np.testing.assert_allclose(out["rows"], [[-1.0], [-2.0]], rtol=F32)
+  np.testing.assert_allclose(out["head"], [7.0, 8.0], rtol=F32)
   assert np.all(np.isfinite(out["rows"]))
 
 
@@ -40,7 +46,7 @@ def test_zero_weight_client_with_nan_does_not_poison():
   stacked, masks, fallback = _tiny()
   stacked["rows"] = stacked["rows"].at[2].set(jnp.nan)
   out = masked_tree_mean(stacked, masks, jnp.array([1.0, 3.0, 0.0]), fallback)
-  np.testing.assert_allclose(out["rows"], [[2.5], [10.0]])
+  np.testing.assert_allclose(out["rows"], [[2.5], [10.0]], rtol=F32)
 
 
 @pytest.mark.parametrize("k", [5, 16, 37])
@@ -71,17 +77,18 @@ def test_streaming_accumulator_equals_one_shot():
                              jax.tree.map(lambda x: x[1:], masks), w[1:])
   streamed = aggregate.finalize(acc, fallback)
   # row 0: (1 + 9 + 200) / 6 = 35
-  np.testing.assert_allclose(streamed["rows"], [[35.0], [10.0]])
-  jax.tree.map(np.testing.assert_allclose, streamed, masked_tree_mean(stacked, masks, w, fallback))
+  np.testing.assert_allclose(streamed["rows"], [[35.0], [10.0]], rtol=F32)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=F32), streamed,
+               masked_tree_mean(stacked, masks, w, fallback))
 
 
 def test_weighting_schemes():
   n, d = jnp.array([10.0, 20.0]), jnp.array([3, 6])
-  np.testing.assert_allclose(aggregate.client_weights("paper", n, d), [30, 120])
-  np.testing.assert_allclose(aggregate.client_weights("samples", n, d), [10, 20])
-  np.testing.assert_allclose(aggregate.client_weights("uniform", n, d), [1, 1])
-  np.testing.assert_allclose(aggregate.client_weights("depth", n, d), [3, 6])
-  np.testing.assert_allclose(aggregate.client_weights("fedavg_naive", n, d), [10, 20])
+  np.testing.assert_allclose(aggregate.client_weights("paper", n, d), [30, 120], rtol=F32)
+  np.testing.assert_allclose(aggregate.client_weights("samples", n, d), [10, 20], rtol=F32)
+  np.testing.assert_allclose(aggregate.client_weights("uniform", n, d), [1, 1], rtol=F32)
+  np.testing.assert_allclose(aggregate.client_weights("depth", n, d), [3, 6], rtol=F32)
+  np.testing.assert_allclose(aggregate.client_weights("fedavg_naive", n, d), [10, 20], rtol=F32)
   assert aggregate.counts_untrained("fedavg_naive") and not aggregate.counts_untrained("paper")
   with pytest.raises(ValueError, match="weighting scheme 'nope'"):
     aggregate.client_weights("nope", n, d)
@@ -99,8 +106,8 @@ def test_paper_eq1_on_layer_tree_with_depth_masks():
   w = aggregate.client_weights("paper", jnp.array([10.0, 5.0]), jnp.array([1, 2]))  # [10, 10]
   out = masked_tree_mean(stacked, masks, w, full)
   # layer 1: (10*1 + 10*4) / 20 = 2.5 ; layer 2: only B -> 8 ; heads likewise 3.5 and 6.
-  np.testing.assert_allclose(out["backbone"]["encoder"]["layers"]["w"], [[2.5], [8.0]])
-  np.testing.assert_allclose(out["heads"]["bias"], [[3.5], [6.0]])
+  np.testing.assert_allclose(out["backbone"]["encoder"]["layers"]["w"], [[2.5], [8.0]], rtol=F32)
+  np.testing.assert_allclose(out["heads"]["bias"], [[3.5], [6.0]], rtol=F32)
   # fedavg_naive: A sends back its untouched layer 2 (0, the server copy) -> (10*0 + 5*8)/15.
   naive_masks = jax.tree.map(jnp.ones_like, masks)
   wn = aggregate.client_weights("fedavg_naive", jnp.array([10.0, 5.0]), jnp.array([1, 2]))
@@ -115,12 +122,12 @@ def test_fedavg_server_is_the_mean_and_untrained_params_stay():
   delta = {"a": jnp.array([0.5, -1.0]), "b": jnp.array([0.0])}
   trained = {"a": jnp.array([True, True]), "b": jnp.array([False])}
   st = server.apply_update(st, opt, delta, trained)
-  np.testing.assert_allclose(st.params["a"], [1.5, 1.0])
+  np.testing.assert_allclose(st.params["a"], [1.5, 1.0], rtol=F32)
   # second round: nobody trains "a"; momentum would move it, Eq. 1 says it keeps its value.
   st2 = server.apply_update(st, opt, jax.tree.map(jnp.zeros_like, delta),
                             {"a": jnp.array([False, False]), "b": jnp.array([False])})
-  np.testing.assert_allclose(st2.params["a"], [1.5, 1.0])
-  np.testing.assert_allclose(st2.params["b"], [5.0])
+  np.testing.assert_allclose(st2.params["a"], [1.5, 1.0], rtol=F32)
+  np.testing.assert_allclose(st2.params["b"], [5.0], rtol=F32)
   assert int(st2.round) == 2
   for name in server.SERVER_OPTIMIZERS:
     server.server_optimizer(name)

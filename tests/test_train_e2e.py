@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +63,20 @@ def test_run_writes_everything_and_resume_after_kill_is_exact(cache, tmp_path):
   # depth-2 clients cost less than depth-4 clients, and upload less
   t2, t4 = sorted(result["tiers"], key=lambda t: t["depth"])
   assert t2["flops_per_step"] < t4["flops_per_step"] and t2["upload_bytes"] < t4["upload_bytes"]
+
+  # A damaged newest checkpoint (a data file cut short): --resume names it, sets it aside and
+  # resumes from the newest intact one (round 4), writing the same metrics.
+  damaged = tmp_path / "damaged"
+  shutil.copytree(ref, damaged)
+  for f in (checkpoint.checkpoint_dir(damaged) / "6" / "state" / "ocdbt.process_0" / "d").iterdir():
+    if f.stat().st_size > 4096:
+      with open(f, "r+b") as fh:
+        fh.truncate(f.stat().st_size // 2)
+  assert checkpoint.damage(damaged, 6).startswith("unreadable")
+  train.train_and_evaluate(_config(cache), damaged, resume=True)
+  assert _rows(damaged) == rows
+  assert (damaged / checkpoint.DAMAGED_DIR / "6").is_dir()
+  assert checkpoint.all_steps(damaged) == [4, 6] and checkpoint.damage(damaged, 6) is None
 
   # The same run as a separate process, killed (SIGKILL) once its round-2 checkpoint exists.
   run = tmp_path / "killed"

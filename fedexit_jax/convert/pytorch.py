@@ -12,7 +12,10 @@ Conversion is a pure function on numpy dicts (convert_state_dict):
      transformer layers along a leading axis.
 
 Loading: safetensors needs no torch. `.bin` and fairseq `.pt` need torch (imported lazily) and are
-read with torch.load(weights_only=True). Fairseq checkpoints pickle a few non-tensor objects; the
+read with torch.load(weights_only=True); a file that does not read back (damaged, truncated, not
+a checkpoint) or that the unpickler refuses is a CheckpointFileError naming it. Legacy (pre-1.6,
+non-zip) torch files cannot be scanned ahead; they get the weights-only unpickler with the
+allowed set below minus the fairseq placeholders, and only what it refuses is refused. Fairseq checkpoints pickle a few non-tensor objects; the
 globals they name are checked BEFORE loading and only these are allowed (anything else is refused
 with the list of names):
   - argparse.Namespace: the legacy `args` config (a plain attribute bag);
@@ -31,6 +34,7 @@ import logging
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -332,6 +336,10 @@ class _FairseqPlaceholder:
     self.state = state
 
 
+class CheckpointFileError(ValueError):
+  """A weights file that cannot be read: damaged, not a checkpoint, or refused by the unpickler."""
+
+
 def _allowed_global(name: str) -> list[Any] | None:
   """What the weights-only unpickler may build for global `name`, or None to refuse."""
   if name == "argparse.Namespace":
@@ -364,18 +372,39 @@ def _torch_load(path: Path) -> Any:
   """torch.load with the weights-only unpickler (a checkpoint is untrusted input), allowing only
   the extra globals of _allowed_global, and only those this checkpoint names."""
   torch = _torch()
-  needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+  if zipfile.is_zipfile(path):
+    needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+  else:  # legacy format: no static scan; the unpickler itself checks every global
+    needed = ["argparse.Namespace", "numpy.core.multiarray.scalar",
+              "numpy._core.multiarray.scalar", "numpy.dtype"]
   allowed = {name: _allowed_global(name) for name in needed}
   refused = sorted(name for name, objs in allowed.items() if objs is None)
   if refused:
-    raise ValueError(f"{path}: the checkpoint pickles objects outside the allowed set (tensors, "
-                     f"builtins, argparse.Namespace, numpy scalars, inert fairseq placeholders); "
-                     f"refusing to unpickle it. Disallowed globals: {refused}")
+    raise CheckpointFileError(
+        f"{path}: the checkpoint pickles objects outside the allowed set (tensors, builtins, "
+        f"argparse.Namespace, numpy scalars, inert fairseq placeholders); refusing to unpickle "
+        f"it. Disallowed globals: {refused}")
   with torch.serialization.safe_globals([obj for objs in allowed.values() for obj in objs]):
     try:
       return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # something the static scan could not see
-      raise ValueError(f"{path}: the weights-only unpickler refused this checkpoint: {e}") from e
+      raise CheckpointFileError(f"{path}: the weights-only unpickler refused this checkpoint: "
+                                f"{_unpickler_reason(e)}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:  # damaged or not a torch file
+      raise CheckpointFileError(f"{path}: not a readable PyTorch checkpoint "
+                                f"({type(e).__name__}: {_one_line(e)})") from None
+
+
+def _unpickler_reason(e: BaseException) -> str:
+  """torch's refusal without its boilerplate (which suggests weights_only=False: never here)."""
+  parts = [p for p in str(e).split("\n\n") if p.strip() and not p.strip().startswith(
+      ("Weights only load failed", "Check the documentation"))]
+  return _one_line("; ".join(parts) if parts else e)
+
+
+def _one_line(e: BaseException | str, limit: int = 300) -> str:
+  text = " ".join(str(e).split())
+  return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _tensors_to_numpy(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -394,7 +423,11 @@ def load_state_dict_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray]
   path = Path(path)
   if path.suffix == ".safetensors":
     from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
-    return dict(load_file(str(path))), None
+    try:
+      return dict(load_file(str(path))), None
+    except Exception as e:  # pylint: disable=broad-except  # SafetensorError is not importable
+      raise CheckpointFileError(f"{path}: not a readable safetensors file "
+                                f"({type(e).__name__}: {_one_line(e)})") from None
   if path.suffix not in (".bin", ".pt", ".pth"):
     raise ValueError(f"{path}: unknown checkpoint format {path.suffix!r}; expected .safetensors, .bin or .pt")
   obj = _torch_load(path)
@@ -407,6 +440,22 @@ def load_state_dict_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray]
   if not isinstance(obj, dict):
     raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
   return _tensors_to_numpy(obj), None
+
+
+def check_weights_files(path: str | os.PathLike) -> None:
+  """CheckpointFileError if a safetensors file of `path` (a file or a HF folder) has a header that
+  does not read back or does not cover the file: a cheap check, the header only."""
+  p = Path(path)
+  files = _weights_in_folder(p) if p.is_dir() else [p]
+  for f in files:
+    if f.suffix == ".safetensors":
+      from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+      try:
+        with safe_open(str(f), "np"):
+          pass
+      except Exception as e:  # pylint: disable=broad-except
+        raise CheckpointFileError(f"{f}: not a readable safetensors file "
+                                  f"({type(e).__name__}: {_one_line(e)})") from None
 
 
 def _weights_in_folder(folder: Path) -> list[Path]:
@@ -438,6 +487,11 @@ def _resolve_config(config: EncoderConfig | Mapping | str | os.PathLike | None, 
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def looks_like_hub_id(name: str) -> bool:
+  """"owner/name" that is not a path on disk: a Hugging Face Hub id."""
+  return bool(_HUB_ID.match(name)) and not name.startswith((".", "/"))
 
 
 def _hub_offline() -> bool:
@@ -480,7 +534,7 @@ def load_pytorch_checkpoint(path: str | os.PathLike,
 
   p = Path(path)
   if not p.exists():
-    if _HUB_ID.match(str(path)) and not str(path).startswith((".", "/")):
+    if looks_like_hub_id(str(path)):
       p = download_from_hub(str(path))
     else:
       raise FileNotFoundError(f"checkpoint {path} does not exist")

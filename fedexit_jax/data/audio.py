@@ -37,6 +37,30 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
   return y.astype(np.float32)
 
 
+def _wav_declared_frames(path: str) -> Optional[int]:
+  """Frames the `data` chunk of a RIFF/WAVE file's header declares (None: not a plain PCM WAV).
+  libsndfile reads a truncated file's remaining frames without a word; this is how to tell."""
+  with open(path, "rb") as f:
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+      return None
+    block_align = None
+    while True:
+      chunk = f.read(8)
+      if len(chunk) < 8:
+        return None
+      size = int.from_bytes(chunk[4:], "little")
+      if chunk[:4] == b"fmt ":
+        fmt = f.read(size)
+        block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else None
+        if size % 2:
+          f.read(1)
+      elif chunk[:4] == b"data":  # 0 or 0xFFFFFFFF: a streamed file of unknown length
+        return size // block_align if block_align and 0 < size < 0xFFFFFFFF else None
+      else:
+        f.seek(size + size % 2, os.SEEK_CUR)
+
+
 def load(path, sr: int = SAMPLE_RATE, expected_sr: Optional[int] = None) -> np.ndarray:
   """Reads any file soundfile/librosa can decode as float32 mono at `sr`.
 
@@ -65,6 +89,10 @@ def load(path, sr: int = SAMPLE_RATE, expected_sr: Optional[int] = None) -> np.n
                              f"librosa: {type(e_lr).__name__}: {e_lr})") from e_lr
   if data.shape[0] == 0:
     raise AudioError(path, "contains no samples")
+  declared = _wav_declared_frames(path)
+  if declared is not None and declared > data.shape[0]:
+    raise AudioError(path, f"is truncated: its header declares {declared} samples, the file "
+                           f"holds {data.shape[0]}")
   if expected_sr is not None and file_sr != expected_sr:
     raise AudioError(path, f"sample rate is {file_sr} Hz, expected {expected_sr} Hz")
   x = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]

@@ -40,6 +40,10 @@ _SILENCE_SEGMENTS = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9
 _CACHE_VERSION = 1
 
 
+class DataError(ValueError):
+  """A corpus that cannot feed a run: no utterances, bad file names, too few speakers..."""
+
+
 class KeywordData(NamedTuple):
   waveforms: np.ndarray    # float32 [N, S], normalised over the real samples, zero-padded
   lengths: np.ndarray      # int32 [N], real samples per row
@@ -63,7 +67,7 @@ def speaker_of(filename: str) -> str:
   """'0a7c2a8d_nohash_1.wav' -> '0a7c2a8d' (the Speech Commands naming)."""
   base = os.path.basename(filename)
   if "_nohash_" not in base:
-    raise ValueError(f"{filename}: not a Speech Commands file name (<speaker>_nohash_<n>.wav)")
+    raise DataError(f"{filename}: not a Speech Commands file name (<speaker>_nohash_<n>.wav)")
   return base.split("_nohash_")[0]
 
 
@@ -93,7 +97,8 @@ def scan(root) -> List[Tuple[str, str, str, str]]:
       split = "test" if rel in test else "validation" if rel in val else "train"
       rows.append((rel, word, speaker_of(name), split))
   if not rows:
-    raise ValueError(f"{root} holds no <word>/*.wav files")
+    raise DataError(f"{root} holds no <word>/*.wav files (only the lists?): not a Speech "
+                    "Commands v0.02 folder")
   return rows
 
 

@@ -1,0 +1,1 @@
+"""The run configs (`get_config()` files); installed as the package `fedexit_jax.configs`."""
