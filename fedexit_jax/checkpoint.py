@@ -28,8 +28,10 @@ from fedexit_jax import config_utils
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
-# Keys that may change when a run is resumed (extending a run, checkpointing more often).
-RESUMABLE_KEYS = ("rounds", "checkpoint_every", "max_checkpoints", "progress_bar")
+# Keys that may change when a run is resumed (extending a run, checkpointing more often, where
+# compiled programs are kept).
+RESUMABLE_KEYS = ("rounds", "checkpoint_every", "max_checkpoints", "progress_bar",
+                  "compilation_cache")
 
 
 class WorkdirError(ValueError):
