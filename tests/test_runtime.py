@@ -119,8 +119,9 @@ _PROBE = textwrap.dedent("""
 """)
 
 
-def _run_probe(values, cpu_devices=1, **env_extra):
-  """The probe's report per value of `values` (compilation_cache values applied in turn)."""
+def _run_probe(values, cpu_devices=1, stderr=None, **env_extra):
+  """The probe's report per value of `values` (compilation_cache values applied in turn); its
+  stderr is appended to the list `stderr` if given."""
   env = {k: v for k, v in os.environ.items()
          if k not in ("XLA_FLAGS", runtime.CACHE_ENV, "JAX_COMPILATION_CACHE_DIR")}
   env.update(env_extra)
@@ -128,6 +129,8 @@ def _run_probe(values, cpu_devices=1, **env_extra):
   proc = subprocess.run([sys.executable, "-c", code, json.dumps(values)], env=env,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  if stderr is not None:
+    stderr.append(proc.stderr)
   return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
@@ -162,6 +165,20 @@ def test_the_environment_variable_moves_or_disables_the_cache(tmp_path):
   assert off["folder"] is None and (off["hits"], off["writes"]) == (0, 0)
   (auto,) = _run_probe(["auto"], FEDEXIT_CACHE=str(root))
   assert auto["folder"] == str(root / "xla") and len(_entries(root / "xla")) == 2
+
+
+def test_a_cut_short_entry_is_recompiled_not_run(tmp_path):
+  """A run killed while writing an entry leaves it truncated: JAX warns and compiles instead (and
+  keeps the bad file, README says so)."""
+  folder = tmp_path / "xla"
+  (first,) = _run_probe([str(folder)])
+  for name in _entries(folder):
+    data = (folder / name).read_bytes()
+    (folder / name).write_bytes(data[:len(data) // 2])
+  stderr = []
+  (second,) = _run_probe([str(folder)], stderr=stderr)
+  assert second["hits"] == 0 and "Error reading persistent compilation cache entry" in stderr[0]
+  np.testing.assert_allclose(second["out"], first["out"], rtol=1e-6)
 
 
 def test_switching_folders_or_off_in_a_running_process(tmp_path):
