@@ -112,6 +112,10 @@ def get_config() -> ml_collections.ConfigDict:
   # On CPU: split the host into this many JAX devices so that clients train on every core at once
   # ("auto": one per available core; 1: a single device). No effect on GPU/TPU runs.
   c.cpu_devices = "auto"
+  # Compiled programs kept on disk so that the next run with this config skips compiling them:
+  # "auto" ($FEDEXIT_COMPILATION_CACHE if set, else <$FEDEXIT_CACHE or ~/.cache/fedexit_jax>/xla),
+  # a folder, or None (off).
+  c.compilation_cache = "auto"
 
   # Early-exit inference reported at the end: a fixed exit per tier, and exit at the first head
   # whose max softmax probability reaches each threshold.

@@ -41,8 +41,10 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"
 CONFIG_FILE = "config.json"
-# Keys that may change when a run is resumed (extending a run, checkpointing more often).
-RESUMABLE_KEYS = ("rounds", "checkpoint_every", "max_checkpoints", "progress_bar")
+# Keys that may change when a run is resumed (extending a run, checkpointing more often, where
+# compiled programs are kept).
+RESUMABLE_KEYS = ("rounds", "checkpoint_every", "max_checkpoints", "progress_bar",
+                  "compilation_cache")
 
 
 class WorkdirError(ValueError):

@@ -378,6 +378,7 @@ def validate_config(config: ml_collections.ConfigDict,
   from fedexit_jax import runtime  # pylint: disable=import-outside-toplevel
   try:
     runtime.resolve_cpu_devices(config.cpu_devices)
+    runtime.resolve_compilation_cache(config.compilation_cache)
   except ValueError as e:
     raise ConfigError(str(e)) from None
 

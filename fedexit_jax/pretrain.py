@@ -214,11 +214,12 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-  from fedexit_jax import config_utils  # pylint: disable=import-outside-toplevel
+  from fedexit_jax import config_utils, runtime  # pylint: disable=import-outside-toplevel
   from fedexit_jax.convert import saved  # pylint: disable=import-outside-toplevel
   from fedexit_jax.data import speech_commands, synth  # pylint: disable=import-outside-toplevel
   from fedexit_jax.models import config as model_config  # pylint: disable=import-outside-toplevel
 
+  runtime.use_compilation_cache("auto")  # before the step compiles
   out = Path(args.out)
   if out.exists():
     raise FileExistsError(f"{out} already exists; choose a new folder")

@@ -66,6 +66,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   encoder = config_utils.validate_config(config)
   pipeline.preflight(config)
   cpu_devices = runtime.use_cpu_devices(config.cpu_devices)  # before JAX runs anything
+  runtime.use_compilation_cache(config.compilation_cache)  # and before it compiles
   workdir = Path(workdir)
   start = checkpoint.check_workdir(workdir, config, resume)
   t0 = time.time()

@@ -1,6 +1,24 @@
-"""Shared test fixtures."""
+"""Shared test fixtures, and the persistent compilation cache for the whole session."""
+import os
+
 import jax
 import pytest
+
+from fedexit_jax import runtime
+
+
+def pytest_configure(config):
+  """Compiled programs are kept between sessions, as `fedexit run` keeps them: in
+  $FEDEXIT_COMPILATION_CACHE, else <$FEDEXIT_CACHE or ~/.cache/fedexit_jax>/xla (outside the
+  checkout, so a fresh clone on the same machine reuses them; `FEDEXIT_COMPILATION_CACHE=off`
+  compiles everything). The folder is pinned in the environment before anything compiles, so
+  tests that point $FEDEXIT_CACHE elsewhere, and their subprocesses, share it. A program loaded
+  from disk is still traced and still counted by `jit(f)._cache_size()`, so the tests that prove
+  nothing recompiles keep their meaning (tests/test_runtime.py)."""
+  del config
+  folder = runtime.resolve_compilation_cache("auto")
+  os.environ[runtime.CACHE_ENV] = str(folder) if folder is not None else "off"
+  runtime.use_compilation_cache("auto")
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,17 @@
-"""CPU device setup: 'auto' means one device per usable core, applied only before JAX starts."""
+"""CPU device setup ('auto' means one device per usable core, applied only before JAX starts) and
+the persistent compilation cache (a second process loads the first one's programs)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from fedexit_jax import config_utils, runtime
@@ -49,3 +54,148 @@ def test_a_running_jax_keeps_its_devices_and_says_so(caplog):
   with caplog.at_level(logging.WARNING, logger="fedexit_jax.runtime"):
     assert runtime.use_cpu_devices(have) == have
   assert not caplog.text
+
+
+def test_resolve_compilation_cache(tmp_path, monkeypatch):
+  monkeypatch.delenv(runtime.CACHE_ENV, raising=False)
+  monkeypatch.setenv("FEDEXIT_CACHE", str(tmp_path / "root"))
+  assert runtime.resolve_compilation_cache("auto") == tmp_path / "root" / "xla"
+  assert runtime.resolve_compilation_cache(None) is None
+  assert runtime.resolve_compilation_cache(str(tmp_path / "c")) == tmp_path / "c"
+  assert runtime.resolve_compilation_cache("~/c") == Path.home() / "c"
+  monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "moved"))
+  assert runtime.resolve_compilation_cache("auto") == tmp_path / "moved"
+  assert runtime.resolve_compilation_cache(str(tmp_path / "c")) == tmp_path / "c"  # explicit wins
+  for off in ("off", "None", "0", "false"):
+    monkeypatch.setenv(runtime.CACHE_ENV, off)
+    assert runtime.resolve_compilation_cache("auto") is None
+  for bad in (1, True, ""):
+    with pytest.raises(ValueError, match="compilation_cache"):
+      runtime.resolve_compilation_cache(bad)
+
+
+def test_compilation_cache_config_key():
+  config = config_utils.apply_overrides(config_utils.default_config(), ["compilation_cache=None"])
+  assert config.compilation_cache is None
+  config_utils.validate_config(config)
+  config = config_utils.apply_overrides(config_utils.default_config(), ["compilation_cache=/x/y"])
+  assert config.compilation_cache == "/x/y"
+  config_utils.validate_config(config)
+  config = config_utils.default_config()
+  assert config.compilation_cache == "auto"
+  with config.unlocked():
+    del config["compilation_cache"]
+    config.compilation_cache = 3
+  with pytest.raises(config_utils.ConfigError, match="compilation_cache"):
+    config_utils.validate_config(config)
+
+
+# Compiles f at two shapes in a fresh process with the cache set to argv[1] (JSON) and prints what
+# JAX's monitoring events say happened. MIN_COMPILE_SECONDS is lowered so that these millisecond
+# compiles are written too (whether a program is slow enough to be written depends on the
+# machine); the inputs are numpy arrays so that f is all that compiles.
+_PROBE = textwrap.dedent("""
+  import json, sys
+  import jax, jax.numpy as jnp, numpy as np
+  from fedexit_jax import runtime
+  runtime.MIN_COMPILE_SECONDS = 0.0
+  events = []
+  jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+  for value in json.loads(sys.argv[1]):
+    folder = runtime.use_compilation_cache(value)
+    traces = []
+    @jax.jit
+    def f(x):
+      traces.append(x.shape)
+      return jnp.tanh(x) * 3.0 + 1.0
+    out = [float(np.asarray(f(np.ones((2, n), np.float32))).sum()) for n in (5, 7)]
+    out += [float(np.asarray(f(np.ones((2, 5), np.float32))).sum())]
+    print(json.dumps({
+        "folder": folder and str(folder), "out": out, "traces": len(traces),
+        "programs": f._cache_size(),
+        "hits": events.count("/jax/compilation_cache/cache_hits"),
+        "writes": events.count("/jax/compilation_cache/cache_misses")}))
+    events.clear()
+""")
+
+
+def _run_probe(values, cpu_devices=1, stderr=None, **env_extra):
+  """The probe's report per value of `values` (compilation_cache values applied in turn); its
+  stderr is appended to the list `stderr` if given."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("XLA_FLAGS", runtime.CACHE_ENV, "JAX_COMPILATION_CACHE_DIR")}
+  env.update(env_extra)
+  code = f"import jax; jax.config.update('jax_num_cpu_devices', {cpu_devices})\n" + _PROBE
+  proc = subprocess.run([sys.executable, "-c", code, json.dumps(values)], env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  if stderr is not None:
+    stderr.append(proc.stderr)
+  return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def _entries(folder: Path) -> list[str]:
+  return sorted(p.name for p in folder.glob("jit_f-*-cache")) if folder.exists() else []
+
+
+@pytest.mark.parametrize("cpu_devices", [1, 2])
+def test_a_second_process_loads_the_first_ones_programs(tmp_path, cpu_devices):
+  folder = tmp_path / "xla"
+  (first,) = _run_probe([str(folder)], cpu_devices=cpu_devices)
+  assert first["folder"] == str(folder)
+  assert (first["hits"], first["writes"], first["traces"], first["programs"]) == (0, 2, 2, 2)
+  assert len(_entries(folder)) == 2  # one per shape
+  (second,) = _run_probe([str(folder)], cpu_devices=cpu_devices)
+  assert (second["hits"], second["writes"]) == (2, 0)
+  np.testing.assert_allclose(second["out"], first["out"], rtol=1e-6)
+  assert len(_entries(folder)) == 2
+  # Loading from disk still traces and still adds one program per new shape, so the tests that
+  # count traces (chex.assert_max_traces) or programs (`_cache_size`) still see a recompile.
+  assert (second["traces"], second["programs"]) == (2, 2)
+
+
+def test_the_environment_variable_moves_or_disables_the_cache(tmp_path):
+  moved = tmp_path / "moved"
+  root = tmp_path / "root"
+  (first,) = _run_probe(["auto"], FEDEXIT_CACHE=str(root), FEDEXIT_COMPILATION_CACHE=str(moved))
+  assert first["folder"] == str(moved) and first["writes"] == 2
+  assert len(_entries(moved)) == 2 and not root.exists()
+  (off,) = _run_probe(["auto"], FEDEXIT_CACHE=str(root), FEDEXIT_COMPILATION_CACHE="off",
+                      JAX_COMPILATION_CACHE_DIR=str(moved))  # off wins over JAX's own setting
+  assert off["folder"] is None and (off["hits"], off["writes"]) == (0, 0)
+  (auto,) = _run_probe(["auto"], FEDEXIT_CACHE=str(root))
+  assert auto["folder"] == str(root / "xla") and len(_entries(root / "xla")) == 2
+
+
+def test_a_cut_short_entry_is_recompiled_not_run(tmp_path):
+  """A run killed while writing an entry leaves it truncated: JAX warns and compiles instead (and
+  keeps the bad file, README says so)."""
+  folder = tmp_path / "xla"
+  (first,) = _run_probe([str(folder)])
+  for name in _entries(folder):
+    data = (folder / name).read_bytes()
+    (folder / name).write_bytes(data[:len(data) // 2])
+  stderr = []
+  (second,) = _run_probe([str(folder)], stderr=stderr)
+  assert second["hits"] == 0 and "Error reading persistent compilation cache entry" in stderr[0]
+  np.testing.assert_allclose(second["out"], first["out"], rtol=1e-6)
+
+
+def test_switching_folders_or_off_in_a_running_process(tmp_path):
+  a, b = tmp_path / "a", tmp_path / "b"
+  reports = _run_probe([str(a), str(b), None, str(a)])
+  assert [r["folder"] for r in reports] == [str(a), str(b), None, str(a)]
+  assert [(r["hits"], r["writes"]) for r in reports] == [(0, 2), (0, 2), (0, 0), (2, 0)]
+  assert len(_entries(a)) == 2 and len(_entries(b)) == 2
+
+
+def test_round_programs_pass_the_write_thresholds(tmp_path):
+  code = ("from fedexit_jax import runtime; import jax; "
+          f"runtime.use_compilation_cache({str(tmp_path)!r}); "
+          "print(jax.config.jax_persistent_cache_min_compile_time_secs, "
+          "jax.config.jax_persistent_cache_min_entry_size_bytes)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True).stdout.split()
+  # JAX's defaults write only programs that took >= 1 s; ours also keep the sub-second ones
+  # (evaluation, feature and aggregation programs of a small model) and have no size floor.
+  assert float(out[0]) == runtime.MIN_COMPILE_SECONDS < 1.0 and int(out[1]) == -1

@@ -4,6 +4,7 @@ an uninterrupted run."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fedexit_jax import checkpoint, config_utils, metrics, train
+from fedexit_jax import checkpoint, config_utils, metrics, runtime, train
 
 pytestmark = pytest.mark.slow
 
@@ -47,9 +48,15 @@ def _rows(workdir):
   return metrics.read_metrics(workdir)
 
 
-def test_run_writes_everything_and_resume_after_kill_is_exact(cache, tmp_path):
+def test_run_writes_everything_and_resume_after_kill_is_exact(cache, tmp_path, caplog):
   ref = tmp_path / "ref"
-  result = train.train_and_evaluate(_config(cache), ref)
+  with caplog.at_level(logging.DEBUG, "jax._src.compiler"), \
+       caplog.at_level(logging.DEBUG, "jax._src.compilation_cache"):
+    result = train.train_and_evaluate(_config(cache), ref)
+  if runtime.resolve_compilation_cache("auto") is not None:  # on unless the user turned it off
+    # the compiled round passes the cache's thresholds: written now, or loaded from an earlier run
+    assert any(m.startswith(("Writing jit_program ", "Persistent compilation cache hit for "
+                             "'jit_program'")) for m in caplog.messages)
   rows = _rows(ref)
   assert [r["round"] for r in rows] == [1, 2, 3, 4, 5, 6]
   assert set(rows[-1]["error"]) == {"2", "4"}
