@@ -139,6 +139,31 @@ def _silence_windows(root: str, counts: Dict[str, int], num_samples: int, seed: 
   return out
 
 
+def _decode(root: str, rels: Sequence[str], num_samples: int, skip_errors: bool,
+            resample: bool, progress: Optional[bool] = None):
+  """Decodes root/rel for every rel: (waveforms, real lengths, indices of the decoded rels,
+  number skipped). An unreadable file raises AudioError naming it, or with `skip_errors` is
+  skipped, counted and logged."""
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  waves, lengths, kept, skipped = [], [], [], []
+  expected = None if resample else audio.SAMPLE_RATE
+  disable = None if progress is None else not progress  # None: on when writing to a terminal
+  for i, rel in enumerate(tqdm(rels, desc="decoding", unit="file", disable=disable)):
+    try:
+      x, mask = audio.load_clip(os.path.join(root, rel), num_samples, expected_sr=expected)
+    except audio.AudioError as e:
+      if not skip_errors:
+        raise
+      skipped.append(str(e))
+      continue
+    waves.append(x)
+    lengths.append(int(mask.sum()))
+    kept.append(i)
+  if skipped:
+    log.warning("%s: skipped %d unreadable file(s), e.g. %s", root, len(skipped), skipped[0])
+  return waves, lengths, kept, len(skipped)
+
+
 def load_folder(root, label_set: str = "12", num_samples: int = audio.SAMPLE_RATE,
                 cache_dir: Optional[str] = None, use_cache: bool = True,
                 skip_errors: bool = False, silence_fraction: float = 0.1, seed: int = 0,
@@ -179,23 +204,9 @@ def load_folder(root, label_set: str = "12", num_samples: int = audio.SAMPLE_RAT
     log.info("%s: %d files in folders outside the %s-class set ignored", root,
              len(rows) - len(wanted), label_set)
 
-  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-  waves, lengths, keep, skipped = [], [], [], []
-  expected = None if resample else audio.SAMPLE_RATE
-  disable = None if progress is None else not progress  # None: on when writing to a terminal
-  for row in tqdm(wanted, desc="decoding", unit="file", disable=disable):
-    try:
-      x, mask = audio.load_clip(os.path.join(root, row[0]), num_samples, expected_sr=expected)
-    except audio.AudioError as e:
-      if not skip_errors:
-        raise
-      skipped.append(str(e))
-      continue
-    waves.append(x)
-    lengths.append(int(mask.sum()))
-    keep.append(row)
-  if skipped:
-    log.warning("%s: skipped %d unreadable file(s), e.g. %s", root, len(skipped), skipped[0])
+  waves, lengths, kept, num_skipped = _decode(root, [r[0] for r in wanted], num_samples,
+                                              skip_errors, resample, progress)
+  keep = [wanted[i] for i in kept]
 
   files = [r[0] for r in keep]
   labels = [r[1] for r in keep]
@@ -216,7 +227,7 @@ def load_folder(root, label_set: str = "12", num_samples: int = audio.SAMPLE_RAT
                                                                            np.float32),
       lengths=np.asarray(lengths, np.int32), labels=np.asarray(labels, np.int32),
       speakers=np.asarray(speakers, dtype=str), splits=np.asarray(splits, dtype=str),
-      files=np.asarray(files, dtype=str), class_names=names, num_skipped=len(skipped))
+      files=np.asarray(files, dtype=str), class_names=names, num_skipped=num_skipped)
   if use_cache:
     _save_cache(cache_file, data)
   return data
@@ -263,32 +274,17 @@ def load_test_archive(root, num_samples: int = audio.SAMPLE_RATE, skip_errors: b
                    if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
   unknown = [d for d in folders if d not in index]
   if unknown:
-    raise ValueError(f"{root}: folders {unknown} are not labels of the 12-class test set "
+    raise DataError(f"{root}: folders {unknown} are not labels of the 12-class test set "
                      f"{LABELS_12}; is this the speech_commands_test_set archive?")
-  waves, lengths, labels, speakers, files, skipped = [], [], [], [], [], []
-  expected = None if resample else audio.SAMPLE_RATE
-  for label in folders:
-    for name in sorted(os.listdir(os.path.join(root, label))):
-      if not name.endswith(".wav"):
-        continue
-      try:
-        x, mask = audio.load_clip(os.path.join(root, label, name), num_samples,
-                                  expected_sr=expected)
-      except audio.AudioError as e:
-        if not skip_errors:
-          raise
-        skipped.append(str(e))
-        continue
-      waves.append(x)
-      lengths.append(int(mask.sum()))
-      labels.append(index[label])
-      speakers.append(speaker_of(name) if "_nohash_" in name else "")
-      files.append(f"{label}/{name}")
+  rels = [f"{label}/{name}" for label in folders
+          for name in sorted(os.listdir(os.path.join(root, label))) if name.endswith(".wav")]
+  waves, lengths, kept, num_skipped = _decode(root, rels, num_samples, skip_errors, resample)
   if not waves:
-    raise ValueError(f"{root} holds no <label>/*.wav files")
-  if skipped:
-    log.warning("%s: skipped %d unreadable file(s), e.g. %s", root, len(skipped), skipped[0])
+    raise DataError(f"{root} holds no readable <label>/*.wav files")
+  files = [rels[i] for i in kept]
+  labels = [index[f.split("/")[0]] for f in files]
+  speakers = [speaker_of(f) if "_nohash_" in f else "" for f in files]
   n = len(waves)
   return KeywordData(np.stack(waves).astype(np.float32), np.asarray(lengths, np.int32),
                      np.asarray(labels, np.int32), np.asarray(speakers, dtype=str),
-                     np.full(n, "test"), np.asarray(files, dtype=str), LABELS_12, len(skipped))
+                     np.full(n, "test"), np.asarray(files, dtype=str), LABELS_12, num_skipped)
