@@ -111,6 +111,21 @@ def run_scenario(base, name: str, overrides: dict, workdir: Path) -> dict:
   return result
 
 
+def read_finished(base, name: str, overrides: dict, workdir: Path) -> dict | None:
+  """A finished run's result from its metrics.jsonl alone (no JAX, no data): for --report-only.
+  None if the run has not reached its last round."""
+  config = _configure(base, overrides)
+  rows = metrics.read_metrics(workdir) if (workdir / "metrics.jsonl").exists() else []
+  last = [r for r in rows if r.get("round") == config.rounds and "error" in r]
+  if not last:
+    return None
+  return dict(name=name, weighting=config.weighting, error=last[-1]["error"], tiers=[],
+              depths="/".join(str(t["max_depth"]) for t in config.tiers),
+              sim_seconds=float(sum(r.get("sim_seconds", 0.0) for r in rows)),
+              local_steps=int(sum(r.get("local_steps", 0) for r in rows)),
+              rows=rows, wall=0.0, reused=True)
+
+
 def steps_budget(paper_result: dict, rounds: int) -> int:
   """Local steps per round that give a one-client run the `paper` run's total local steps."""
   total = paper_result["local_steps"]
@@ -158,9 +173,10 @@ def summary_tables(results: dict, seeds: list[int], exits: list[str], shares=())
       v = errors_by_seed(results, name, e, seeds)
       cells.append("n/a" if v is None else _ci(stats.mean_ci(v)))
     sim = np.mean([r["sim_seconds"] / max(len(r["rows"]), 1) for r in per_seed.values()])
-    up = max(t["upload_bytes"] for t in any_r["tiers"]) / 2**20 if any_r["tiers"] else float("nan")
+    up = (f'{max(t["upload_bytes"] for t in any_r["tiers"]) / 2**20:.2f}' if any_r["tiers"]
+          else "n/a")
     lines.append(f"| {name} | {SCHEME_LABELS.get(any_r['weighting'], any_r['weighting'])} | "
-                 f"{any_r['depths']} | " + " | ".join(cells) + f" | {sim:.3f} | {up:.2f} |")
+                 f"{any_r['depths']} | " + " | ".join(cells) + f" | {sim:.3f} | {up} |")
   lines += ["", "### Paired difference to `paper` (scheme − paper, error points; negative: the "
             "scheme is better), 95% t-interval, paired t-test p, seeds where the scheme is lower",
             "", "| scheme | " + " | ".join(f"exit {e}" for e in exits) + " |",
@@ -228,6 +244,9 @@ def main(argv=None) -> int:
   p.add_argument("--only", default=None, help="comma-separated scenario names")
   p.add_argument("--deep-shares", default="", help="deep-tier shares in %% for the paper vs "
                  "hetero FedAvg sweep, e.g. 10,30,70,90 (50 is the base scenario)")
+  p.add_argument("--report-only", action="store_true", help="write the tables from the runs "
+                 "already finished in WORKDIR (seeds missing a scenario are left out); trains "
+                 "nothing")
   p.add_argument("--out", default=None, help="markdown file (default WORKDIR/scenarios.md); a "
                  ".json with every seed's numbers is written beside it")
   args = p.parse_args(own)
@@ -255,6 +274,11 @@ def main(argv=None) -> int:
   for seed in seeds:
     for name, ov in todo.items():
       ov = dict(ov, seed=seed)
+      if args.report_only:
+        r = read_finished(base, name, ov, root / f"seed{seed}" / name)
+        if r is not None:
+          results[name][seed] = r
+        continue
       if name == "centralized":
         ov["local_steps"] = steps_budget(results["paper"][seed], base.rounds)
       print(f"== seed {seed} {name}", flush=True)
@@ -262,6 +286,11 @@ def main(argv=None) -> int:
       print(f"   error {r['error']}  ({r['wall']:.0f} s{', reused' if r['reused'] else ''})",
             flush=True)
       results[name][seed] = r
+  if args.report_only:  # keep the seeds every scenario finished, so differences stay paired
+    seeds = [s for s in seeds if all(s in per for per in results.values())]
+    if not seeds:
+      p.error(f"no seed has finished every scenario of {sorted(todo)} in {root}")
+    results = {k: {s: r for s, r in per.items() if s in seeds} for k, per in results.items()}
   exits = [str(e) for e in base.model.exits
            if any(str(e) in r["error"] for per in results.values() for r in per.values())]
   cmd = "python experiments/paper_scenarios.py " + " ".join(argv)
@@ -277,7 +306,7 @@ def main(argv=None) -> int:
       "waits for its slowest client).", "",
       summary_tables(results, seeds, exits, shares), "",
       "## Cost per client depth (one local step; XLA cost and memory analysis)", "",
-      cost_table(results), ""])
+      cost_table(results) if not args.report_only else "(not in --report-only tables)", ""])
   out = Path(args.out) if args.out else root / "scenarios.md"
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(text)

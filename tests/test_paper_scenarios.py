@@ -66,3 +66,12 @@ def test_runner_two_seeds_paired_table_and_reuse(tmp_path, tmp_path_factory, cap
   capsys.readouterr()
   assert ps.main(args) == 0  # every run is reused, not retrained
   assert capsys.readouterr().out.count("reused") == 6
+  # the tables again from metrics.jsonl alone, and a seed that did not run is left out
+  report = args + ["--report-only"]
+  report[report.index("0-1")] = "0-2"
+  assert ps.main(report) == 0
+  again = json.loads((tmp_path / "t.json").read_text())
+  assert again["seeds"] == [0, 1]
+  for name, per_seed in data["results"].items():
+    for s, r in per_seed.items():
+      assert again["results"][name][s]["error"] == r["error"]
