@@ -46,8 +46,9 @@ def test_pooled_layers_is_stats_pool_of_every_layer_for_any_batch_size():
 def test_cli_probe_writes_an_accuracy_per_layer_and_a_plot(tmp_path, capsys):
   corpus = make_mini_folder(str(tmp_path / "sc"))
   workdir = tmp_path / "probe"
-  tiny = ["data.source=folder", f"data.dir={corpus}", "data.num_clients=2", "clients_per_round=2", "progress_bar=False",
-          "model.checkpoint=None", "model.exits=(2, 4)", "cpu_devices=1",
+  tiny = ["data.source=folder", f"data.dir={corpus}", "data.num_clients=2",
+          "clients_per_round=2", "progress_bar=False", "model.checkpoint=None",
+          "model.exits=(2, 4)", "cpu_devices=1",
           ('tiers=[{"fraction": 0.5, "max_depth": 2, "speed": 1.0}, '
            '{"fraction": 0.5, "max_depth": 4, "speed": 2.0}]'),
           "model.overrides.hidden_size=32", "model.overrides.num_hidden_layers=4",
