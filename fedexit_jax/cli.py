@@ -52,6 +52,7 @@ simulated in JAX.
   fedexit data synth ...   generate the offline synthetic spoken-keyword corpus
   fedexit convert SRC ...  convert a PyTorch/Hugging Face checkpoint to this project's format
   fedexit pretrain ...     HuBERT-style self-supervised pretraining of a backbone (offline)
+  fedexit probe ...        linear probe of every layer of the frozen backbone on the task
 """
 
 
@@ -117,15 +118,34 @@ def _pretrain_parser(sub) -> None:
   pretrain.add_arguments(p)
 
 
+def _probe_parser(sub) -> None:
+  p = sub.add_parser(
+      "probe", help="linear probe per layer of the frozen backbone on the config's task",
+      description="Freezes the config's backbone (model.checkpoint), statistics-pools every "
+                  "Transformer layer's hidden states, fits a logistic regression per layer on "
+                  "the task's training clients' utterances and scores it on the test speakers: "
+                  "how SUPERB and the paper pick the task's best layer (the deep tier's depth). "
+                  "Writes WORKDIR/probe.json ({\"layer\": {\"1\": acc, ...}, ...}) and "
+                  "WORKDIR/probe.png. Takes --config FILE and --config.KEY=VALUE like `run`.\n\n"
+                  "Example:\n  fedexit probe --workdir runs/probe\n  fedexit probe --workdir "
+                  "runs/probe_exits --config.model.checkpoint=builtin:small_ssl_exits",
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--config", default=None, metavar="PATH[:ARG]",
+                 help="Python config file with get_config() (default: configs/default.py)")
+  p.add_argument("--workdir", required=True, metavar="DIR",
+                 help="folder for probe.json and probe.png (created if missing)")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="fedexit", description=_MAIN_HELP,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = parser.add_subparsers(dest="command", metavar="{run,data,convert,pretrain}")
+  sub = parser.add_subparsers(dest="command", metavar="{run,data,convert,pretrain,probe}")
   sub.required = True
   _run_parser(sub)
   _data_parser(sub)
   _convert_parser(sub)
   _pretrain_parser(sub)
+  _probe_parser(sub)
   return parser
 
 
@@ -188,8 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     overrides, rest = config_utils.split_config_args(argv)
     args = parser.parse_args(rest)
-    if overrides and args.command != "run":
-      parser.error(f"--config.* overrides apply to `fedexit run` only: {overrides}")
+    if overrides and args.command not in ("run", "probe"):
+      parser.error(f"--config.* overrides apply to `fedexit run` and `probe` only: {overrides}")
     if args.command == "run":
       return _run(args, overrides)
     if args.command == "data":
@@ -200,6 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "pretrain":
       from fedexit_jax import pretrain
       return pretrain.main(args)
+    if args.command == "probe":
+      from fedexit_jax import probe
+      result = probe.run_probe(load_run_config(args.config, overrides), args.workdir)
+      print(f"probe accuracy per layer {result['layer']}; best layer {result['best_layer']}; "
+            f"wrote {args.workdir}/probe.json, probe.png")
+      return 0
     return _convert(args)
   except Exception as e:  # pylint: disable=broad-except
     if not _is_user_error(e):

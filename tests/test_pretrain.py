@@ -1,7 +1,10 @@
-"""HuBERT-style pretraining: the masked-frame mechanics, the targets, the loss at a hand-known
-point, a short real pretraining run, the CLI, and the built-in checkpoint the default run loads."""
+"""HuBERT-style pretraining: the masked-frame mechanics (both recipes' span masks), the targets,
+the losses at hand-known points (cosine logits / temperature on masked frames only; the linear
+heads), short real pretraining runs, the CLI, and the built-in checkpoints."""
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import math
 
@@ -18,8 +21,10 @@ from tests.test_data_speech_commands import make_mini_folder
 
 TINY = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
             conv_dim=(16,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4)
-SPEC = pretrain.PretrainSpec(exits=(2, 4), num_clusters=8, steps=40, batch_size=8,
-                             learning_rate=3e-3, warmup_steps=5)
+SPEC = dataclasses.replace(pretrain.RECIPES["exits"], exits=(2, 4), num_clusters=8, steps=40,
+                           batch_size=8, learning_rate=3e-3, warmup_steps=5)
+HUBERT = dataclasses.replace(SPEC, recipe="hubert", exits=(4,), mask_prob=0.08, mask_span=10,
+                             unmasked_weight=0.0, final_dim=16)
 
 
 def _tones(n=24, seconds=0.5, seed=0):
@@ -40,6 +45,78 @@ def test_span_mask_covers_each_start_and_the_next_span_minus_one_frames():
     want[b, t:t + 3] = True
   np.testing.assert_array_equal(mask, want)
   assert starts.any()
+
+
+def _expected_masked_fraction(t, span, k):
+  """fairseq's mask: k distinct starts among m = t - span positions, each covering `span`
+  frames. Frame j is unmasked iff none of the c_j starts covering it was drawn:
+  C(m - c_j, k) / C(m, k)."""
+  m = t - span
+  fracs = []
+  for j in range(t):
+    c = len(range(max(0, j - span + 1), min(j, m - 1) + 1))
+    fracs.append(1 - math.comb(m - c, k) / math.comb(m, k))
+  return float(np.mean(fracs))
+
+
+def test_hubert_span_mask_masks_the_fraction_fairseqs_compute_mask_indices_gives():
+  # T = 49 frames (a 1 s clip), p = 0.08, span 10: a batch draws floor(3.92 + u) starts per row,
+  # 3 with probability 0.08 and 4 with 0.92.
+  t, span = 49, 10
+  keys = jax.random.split(jax.random.PRNGKey(0), 200)
+  masks = np.asarray(jax.vmap(lambda k: pretrain.hubert_span_mask(k, (50, t), 0.08, span))(keys))
+  want = 0.08 * _expected_masked_fraction(t, span, 3) + 0.92 * _expected_masked_fraction(t, span, 4)
+  assert 0.5 < want < 0.65  # overlapping spans: below 4 spans * 10 / 49 frames
+  assert masks.mean() == pytest.approx(want, abs=0.01)
+  per_row = masks.sum(-1)  # 3 or 4 distinct starts: at least one span, at most four
+  assert per_row.min() >= span + 2 and per_row.max() <= 4 * span
+  # Starts are 0..t-span-1 (fairseq's np.random.choice(sz - mask_length)), so the last frame is
+  # never masked and the one before it sometimes is.
+  assert not masks[..., -1].any() and masks[..., -2].any()
+
+
+def test_hubert_span_mask_keeps_fairseqs_min_masks_of_two():
+  # 20 frames at p = 0.01: floor(0.2 + u) = 0 starts, raised to min_masks = 2 spans of 5 among
+  # 15 start positions: two distinct starts cover between 6 and 10 frames.
+  m = np.asarray(pretrain.hubert_span_mask(jax.random.PRNGKey(1), (500, 20), 0.01, 5))
+  per_row = m.sum(-1)
+  assert per_row.min() >= 6 and per_row.max() <= 10
+
+
+def test_cosine_logits_match_a_hand_computed_case():
+  proj = jnp.array([3.0, 4.0])
+  embs = jnp.array([[1.0, 0.0], [0.0, 2.0], [-3.0, -4.0]])
+  # cos = (3/5, 8/10, -25/25) = (0.6, 0.8, -1); / 0.1
+  np.testing.assert_allclose(pretrain.cosine_logits(proj, embs, 0.1), [6.0, 8.0, -10.0],
+                             rtol=1e-6)
+
+
+def test_hubert_loss_is_the_cross_entropy_of_cosine_logits_on_masked_frames_only():
+  # final_proj maps every frame to (1, 0) (zero kernel, bias (1, 0)); codes are (1,0), (0,1),
+  # (-1,0), so every frame's logits are cos / 0.1 = (10, 0, -10). Masked frames are labelled
+  # code 0 (cross-entropy ln(1 + e^-10 + e^-20)), unmasked ones code 1 (about 10): the loss is
+  # the first only if unmasked frames are left out.
+  cfg = mconfig.EncoderConfig(**TINY)
+  spec = dataclasses.replace(HUBERT, num_clusters=3, final_dim=2)
+  params = wav2vec2.init_params(cfg, jax.random.PRNGKey(0))
+  heads = pretrain.init_heads(jax.random.PRNGKey(1), cfg, spec)
+  assert heads["kernel"].shape == (1, 32, 2) and heads["label_embs"].shape == (3, 2)
+  heads = {**heads, "kernel": jnp.zeros_like(heads["kernel"]), "bias": jnp.array([[1.0, 0.0]]),
+           "label_embs": jnp.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])}
+  wave, rng = _tones(3), jax.random.PRNGKey(2)
+  t = cfg.num_frames(8000)
+  mask = pretrain.hubert_span_mask(rng, (3, t), spec.mask_prob, spec.mask_span)
+  assert 0 < int(mask.sum()) < mask.size
+  targets = jnp.where(mask, 0, 1).astype(jnp.int32)
+  loss, m = pretrain.loss_fn(params, heads, wave, targets, rng, cfg, spec)
+  # float32: 1 + e^-10 rounds at ~1e-7, so an absolute tolerance
+  assert float(loss) == pytest.approx(math.log(1 + math.exp(-10) + math.exp(-20)), abs=1e-6)
+  np.testing.assert_allclose(m["masked_accuracy"], [1.0], atol=1e-6)
+  # the same with unmasked frames at weight 1 mixes in their ~10 nats
+  mixed, _ = pretrain.loss_fn(params, heads, wave, targets, rng, cfg,
+                              dataclasses.replace(spec, unmasked_weight=1.0))
+  frac = float(mask.mean())
+  assert float(mixed) == pytest.approx(frac * float(loss) + (1 - frac) * 10.0, rel=1e-3)
 
 
 def test_masked_frames_take_the_mask_embedding_and_nothing_else_changes():
@@ -84,11 +161,36 @@ def test_loss_is_log_k_when_the_classifier_is_zero():
   assert m["masked_accuracy"].shape == (2,)
 
 
-def test_pretraining_lowers_the_loss_on_real_audio_features():
+def test_an_unknown_recipe_is_an_error():
   cfg = mconfig.EncoderConfig(**TINY)
-  params, report = pretrain.pretrain(cfg, _tones(48), SPEC, seed=0, progress=False)
+  with pytest.raises(ValueError, match="unknown pretraining recipe"):
+    pretrain.init_heads(jax.random.PRNGKey(0), cfg, dataclasses.replace(SPEC, recipe="wav2vec"))
+
+
+def test_recipes_and_the_command_line_spec():
+  hubert, exits = pretrain.RECIPES["hubert"], pretrain.RECIPES["exits"]
+  assert pretrain.PretrainSpec() == hubert
+  assert (hubert.exits, hubert.num_clusters, hubert.mask_prob, hubert.mask_span,
+          hubert.unmasked_weight, hubert.logit_temp) == ((12,), 100, 0.08, 10, 0.0, 0.1)
+  assert (exits.exits, exits.num_clusters, exits.mask_prob, exits.mask_span,
+          exits.unmasked_weight) == ((3, 6, 9, 12), 64, 0.1, 5, 0.5)
+  args = argparse.Namespace(recipe="hubert", steps=7, batch_size=4, learning_rate=1e-2,
+                            num_clusters=None)
+  spec = pretrain.spec_from_args(args, num_hidden_layers=24)
+  assert spec == dataclasses.replace(hubert, exits=(24,), steps=7, batch_size=4,
+                                     learning_rate=1e-2)
+  args.recipe, args.num_clusters = "exits", 5
+  assert pretrain.spec_from_args(args, 24) == dataclasses.replace(
+      exits, steps=7, batch_size=4, learning_rate=1e-2, num_clusters=5)
+
+
+@pytest.mark.parametrize("spec", [SPEC, HUBERT], ids=["exits", "hubert"])
+def test_pretraining_lowers_the_loss_on_real_audio_features(spec):
+  cfg = mconfig.EncoderConfig(**TINY)
+  params, report = pretrain.pretrain(cfg, _tones(48), spec, seed=0, progress=False)
   first, last = report["history"][0], report["history"][-1]
-  assert last["step"] == SPEC.steps - 1
+  assert last["step"] == spec.steps - 1
+  assert len(last["masked_accuracy"]) == len(spec.exits)
   assert last["loss"] < 0.7 * first["loss"], report["history"]
   assert set(jax.tree.structure(params).node_data()[1]) == set(
       jax.tree.structure(wav2vec2.init_params(cfg, jax.random.PRNGKey(0))).node_data()[1])
@@ -102,15 +204,22 @@ def test_cli_pretrain_writes_a_checkpoint_the_run_can_load(tmp_path):
   enc, params = saved.load_converted(out)
   assert enc == mconfig.small()
   report = json.loads((out / "pretrain.json").read_text())
+  assert report["spec"]["recipe"] == "hubert" and report["spec"]["exits"] == [12]
+  assert report["spec"]["num_clusters"] == 4 and "cores" in report["machine"]
   assert report["corpus"] == {"folder": corpus} and len(report["history"]) == 2
   assert cli.main(["pretrain", "--corpus", corpus, "--out", str(out)]) == 2  # never overwrites
 
 
-def test_builtin_checkpoint_is_the_small_preset_pretrained_on_other_speakers():
-  path = pretrain.resolve_builtin("builtin:small_ssl")
+@pytest.mark.parametrize("name,recipe", [("small_ssl", "hubert"), ("small_ssl_exits", "exits")])
+def test_builtin_checkpoints_are_the_small_preset_pretrained_on_other_speakers(name, recipe):
+  path = pretrain.resolve_builtin("builtin:" + name)
   enc, params = saved.load_converted(path)
   assert enc == mconfig.small()
   report = json.loads((path / "pretrain.json").read_text())
+  spec = pretrain.PretrainSpec(**{**report["spec"], "exits": tuple(report["spec"]["exits"])})
+  assert spec == dataclasses.replace(pretrain.RECIPES[recipe], exits=spec.exits)
+  assert spec.exits == pretrain.RECIPES[recipe].exits
+  assert report["history"][-1]["step"] == spec.steps - 1 == 1499
   # The default run's corpus is made from data.seed 0; the pretraining corpus from another seed,
   # so no speaker of the default run (client or test) was heard in pretraining.
   assert report["corpus"]["seed"] != 0
