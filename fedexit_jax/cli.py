@@ -112,8 +112,8 @@ def _pretrain_parser(sub) -> None:
       "pretrain", help="self-supervised (HuBERT-style) pretraining of a backbone, offline",
       description="Masked prediction of k-means MFCC codes (HuBERT's first iteration) on "
                   "unlabelled audio; writes a folder usable as --config.model.checkpoint. The "
-                  "default run's built-in `builtin:small_ssl` was made by `fedexit pretrain "
-                  "--out DIR` with the defaults below.",
+                  "default run's built-in `builtin:small_ssl` was made with `--recipe exits`; "
+                  "`builtin:small_ssl_hubert` with the defaults below.",
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   pretrain.add_arguments(p)
 

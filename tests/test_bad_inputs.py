@@ -211,7 +211,7 @@ def test_truncated_bin_is_one_line(tmp_path, capsys):
 
 
 def test_overrides_that_contradict_the_checkpoint_fail_the_dry_run(workdir, capsys):
-  # The default config starts from builtin:small_ssl (hidden_size 256).
+  # The default config starts from builtin:small_ssl (hidden_size 128).
   _fails(capsys, ["run", "--workdir", str(workdir), "--dry-run",
                   "--config.model.overrides.hidden_size=32"],
          "model.overrides.hidden_size=32 contradicts the checkpoint 'builtin:small_ssl'")

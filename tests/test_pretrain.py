@@ -210,7 +210,8 @@ def test_cli_pretrain_writes_a_checkpoint_the_run_can_load(tmp_path):
   assert cli.main(["pretrain", "--corpus", corpus, "--out", str(out)]) == 2  # never overwrites
 
 
-@pytest.mark.parametrize("name,recipe", [("small_ssl", "hubert"), ("small_ssl_exits", "exits")])
+@pytest.mark.parametrize("name,recipe", [("small_ssl", "exits"), ("small_ssl_exits", "exits"),
+                                         ("small_ssl_hubert", "hubert")])
 def test_builtin_checkpoints_are_the_small_preset_pretrained_on_other_speakers(name, recipe):
   path = pretrain.resolve_builtin("builtin:" + name)
   enc, params = saved.load_converted(path)
