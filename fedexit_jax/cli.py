@@ -128,7 +128,7 @@ def _probe_parser(sub) -> None:
                   "Writes WORKDIR/probe.json ({\"layer\": {\"1\": acc, ...}, ...}) and "
                   "WORKDIR/probe.png. Takes --config FILE and --config.KEY=VALUE like `run`.\n\n"
                   "Example:\n  fedexit probe --workdir runs/probe\n  fedexit probe --workdir "
-                  "runs/probe_exits --config.model.checkpoint=builtin:small_ssl_exits",
+                  "runs/probe_hubert --config.model.checkpoint=builtin:small_ssl_hubert",
       formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", default=None, metavar="PATH[:ARG]",
                  help="Python config file with get_config() (default: configs/default.py)")
