@@ -19,7 +19,8 @@ Two recipes (`PretrainSpec.recipe`, `RECIPES`):
   5-frame spans. It makes every layer about equally useful (a linear probe of the keyword task
   scores 82-85% at each of layers 1-12), which flattens the depth trade-off the paper studies.
   It stays the default run's backbone because at this scale "hubert" is much weaker (probe
-  67-71% at every layer; default run 42.6% / 33.4% error against ~23% / 21%).
+  67-71% at every layer against 82-85%; on the earlier 140-speaker default corpus the default
+  run ended at 42.6% / 33.4% error against 20.1% / 16.8%).
 
 No labels are read: the audio is a synthetic corpus from another seed, so its speakers are not
 the default run's.
@@ -47,7 +48,8 @@ BUILTIN_PREFIX = "builtin:"
 _ASSETS = Path(__file__).parent / "assets"
 # The default backbone is the "exits" recipe's: at this scale (1,500 steps on 2,669 clips) the
 # HuBERT-faithful recipe gives a much weaker backbone (linear probe 69% vs 84%, default run 42.6%
-# vs ~23% error at exit 3; README "Self-supervised backbones"), so it ships beside it.
+# vs 20.1% error at exit 3 on the earlier corpus; README "Self-supervised backbones"), so it
+# ships beside it.
 BUILTIN = {"small_ssl": _ASSETS / "small_ssl",  # the default: recipe "exits"
            "small_ssl_exits": _ASSETS / "small_ssl",  # the same checkpoint, named by its recipe
            "small_ssl_hubert": _ASSETS / "small_ssl_hubert"}  # recipe "hubert"
