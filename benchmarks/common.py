@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from fedexit_jax import federated as fl
+from fedexit_jax import models
 from fedexit_jax.models import config as mconfig
 from fedexit_jax.models import heads, wav2vec2
 
@@ -70,7 +71,7 @@ class Workload:
 def _client_spec(config, learning_rate, local_steps, batch_size) -> fl.ClientSpec:
   # One object per setting: optax.sgd() makes new closures each call, and a new ClientSpec (hence
   # RoundSpec) would recompile the round.
-  return fl.ClientSpec(config, EXITS, optimizer=optax.sgd(learning_rate), loss="last",
+  return fl.ClientSpec(models.SpeechExitModel(config, EXITS), optimizer=optax.sgd(learning_rate), loss="last",
                        local_steps=local_steps, batch_size=batch_size)
 
 
@@ -116,7 +117,7 @@ def jax_params(w: Workload, torch_model=None) -> tuple[dict, dict, dict]:
   else:
     model_params = wav2vec2.init_params(cfg, k1)
   head_params = heads.init_exit_heads(k2, cfg.hidden_size, w.num_classes, len(EXITS))
-  trainable, frozen = fl.split_params(model_params, head_params)
+  trainable, frozen = models.split_params(model_params, head_params)
   return trainable, frozen, head_params
 
 

@@ -27,7 +27,7 @@ def _nbytes(tree: Any) -> int:
   return sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
-def tree_mean_bandwidth(params: Any, exits: Sequence[int], depths: Sequence[int],
+def tree_mean_bandwidth(params: Any, model, depths: Sequence[int],
                         reps: int) -> dict[str, float]:
   """Bytes/s of the jitted masked tree-mean over K = len(depths) stacked client trees (the depth
   masks and weights a real round uses) against a jitted copy of the same stacked bytes.
@@ -38,7 +38,7 @@ def tree_mean_bandwidth(params: Any, exits: Sequence[int], depths: Sequence[int]
   rng = np.random.default_rng(1)  # numpy: eager jax.random would compile a kernel per leaf shape
   stacked = jax.tree.map(
       lambda p: jnp.asarray(rng.standard_normal((k,) + p.shape, dtype=np.float32)), params)
-  per_depth = {d: jax.jit(lambda t, d=d: trees.depth_mask(t, d, exits))(params)
+  per_depth = {d: jax.jit(lambda t, d=d: trees.depth_mask(model, t, d))(params)
                for d in sorted({int(d) for d in depths})}
   masks = jax.tree.map(lambda *m: jnp.stack(m), *[per_depth[int(d)] for d in depths])
   weights = jnp.asarray(np.asarray(depths, np.float32))

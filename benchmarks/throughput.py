@@ -37,7 +37,7 @@ import numpy as np
 
 from benchmarks import common, limits  # pylint: disable=g-import-not-at-top
 from benchmarks.common import Workload, block, median_time
-from fedexit_jax import accounting, runtime
+from fedexit_jax import accounting, models, runtime
 from fedexit_jax import federated as fl
 from fedexit_jax.federated import simulate
 
@@ -106,7 +106,7 @@ class Bench:
     if real_features:
       self.waves, self.labels = common.waveforms(w)
       t0 = time.perf_counter()
-      feats, fmask = fl.cache_features(cfg, self.frozen, self.waves)
+      feats, fmask = models.cache_features(cfg, self.frozen, self.waves)
       self.cache_seconds = time.perf_counter() - t0  # includes compiling the conv stack once
     else:  # the round's cost does not depend on the values: skip the waveforms
       rng = np.random.default_rng(w.seed)
@@ -300,7 +300,7 @@ def hardware_limits(bench: Bench, engine_seconds: float, n: int, tree_clients: i
   round_flops = float(sum(flops[int(d)] for d in w.depths()))
   mm = limits.matmul_flops(n, max(reps, 3))
   depths = np.asarray([w.depth_levels[i % len(w.depth_levels)] for i in range(tree_clients)])
-  tm = limits.tree_mean_bandwidth(bench.params, w.client_spec().exits, depths, max(reps, 3))
+  tm = limits.tree_mean_bandwidth(bench.params, w.client_spec().model, depths, max(reps, 3))
   return {"round_flops": round_flops, "round_flops_per_s": round_flops / engine_seconds,
           "matmul": mm, "round_vs_matmul": round_flops / engine_seconds / mm["flops_per_s"],
           "tree_mean": tm}

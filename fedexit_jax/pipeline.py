@@ -18,7 +18,7 @@ import optax
 
 from fedexit_jax import config_utils
 from fedexit_jax import federated as fl
-from fedexit_jax import pretrain
+from fedexit_jax import models, pretrain
 from fedexit_jax.data import partition, speech_commands, synth
 from fedexit_jax.models import heads, wav2vec2
 from fedexit_jax.models.config import EncoderConfig
@@ -187,13 +187,7 @@ def init_model(config: ml_collections.ConfigDict, encoder: EncoderConfig, rng: j
   if ckpt is None:
     params = wav2vec2.init_params(encoder, k_model)
   else:
-    from fedexit_jax import convert  # pylint: disable=import-outside-toplevel
-    if str(ckpt).startswith(pretrain.BUILTIN_PREFIX):
-      ckpt = pretrain.resolve_builtin(ckpt)
-    if (Path(ckpt) / "params").is_dir():  # a folder written by `fedexit convert`
-      encoder, params = convert.load_converted(ckpt)
-    else:
-      encoder, params = convert.load_pytorch_checkpoint(ckpt)
+    encoder, params = models.pretrained.load_backbone(ckpt)
     check_against_checkpoint(config, encoder)
   head_params = heads.init_exit_heads(k_heads, encoder.hidden_size, config.data.num_classes,
                                       len(config.model.exits))
@@ -226,7 +220,7 @@ def utterance_features(config: ml_collections.ConfigDict, encoder: EncoderConfig
     out = []
     for part in (corpus.train, corpus.test):
       smask = _sample_mask(part.lengths, part.waveforms.shape[-1])
-      out += fl.cache_features(encoder, frozen, part.waveforms, smask if use_mask else None,
+      out += models.cache_features(encoder, frozen, part.waveforms, smask if use_mask else None,
                                batch_size=config.eval_batch_size)
     return tuple(out)
 
@@ -292,13 +286,13 @@ def client_depths(config: ml_collections.ConfigDict, encoder: EncoderConfig, num
 def round_spec(config: ml_collections.ConfigDict, encoder: EncoderConfig,
                depth_levels: tuple[int, ...]) -> fl.RoundSpec:
   so = config.server_optimizer
-  client = fl.ClientSpec(encoder, tuple(config.model.exits),
-                         optimizer=client_optimizer(config.client_optimizer),
+  model = models.SpeechExitModel(encoder, tuple(config.model.exits),
+                                 train_feature_encoder=not config.model.freeze_feature_encoder)
+  client = fl.ClientSpec(model, optimizer=client_optimizer(config.client_optimizer),
                          loss=LOSS_NAMES[config.loss], local_epochs=config.local_epochs,
                          local_steps=config.local_steps, batch_size=config.batch_size,
                          prox_mu=config.fedprox_mu, distill_weight=config.distill_weight,
-                         distill_temperature=config.distill_temperature,
-                         train_feature_encoder=not config.model.freeze_feature_encoder)
+                         distill_temperature=config.distill_temperature)
   chunk = None if config.chunk_size == "auto" else int(config.chunk_size)
   return fl.RoundSpec(client, fl.server_optimizer(so.name, so.learning_rate, momentum=so.momentum,
                                                   b1=so.b1, b2=so.b2, eps=so.eps),

@@ -32,7 +32,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,10 +41,10 @@ import optax
 
 from fedexit_jax.models import wav2vec2
 from fedexit_jax.models.config import EncoderConfig
+from fedexit_jax.models.pretrained import BUILTIN_PREFIX
 
 log = logging.getLogger(__name__)
 
-BUILTIN_PREFIX = "builtin:"
 _ASSETS = Path(__file__).parent / "assets"
 # The default backbone is the "exits" recipe's: at this scale (1,500 steps on 2,669 clips) the
 # HuBERT-faithful recipe gives a much weaker backbone (linear probe 69% vs 84%, default run 42.6%

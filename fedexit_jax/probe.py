@@ -18,8 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from fedexit_jax import config_utils, pipeline
-from fedexit_jax import federated as fl
+from fedexit_jax import config_utils, models, pipeline
 from fedexit_jax.models import heads, wav2vec2
 from fedexit_jax.models.config import EncoderConfig
 
@@ -92,7 +91,7 @@ def run_probe(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
       "test": (corpus.test.waveforms,
                np.arange(corpus.test.waveforms.shape[-1]) < corpus.test.lengths[:, None],
                corpus.test.labels)}.items():
-    feats, fmask = fl.cache_features(encoder, params, wave, smask if use_mask else None,
+    feats, fmask = models.cache_features(encoder, params, wave, smask if use_mask else None,
                                      batch_size=config.eval_batch_size)
     data[name] = (pooled_layers(encoder, params, feats, fmask, config.eval_batch_size),
                   np.asarray(labels, np.int64))

@@ -20,7 +20,8 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from fedexit_jax import accounting, checkpoint, config_utils, metrics, pipeline, plots, runtime
+from fedexit_jax import (accounting, checkpoint, config_utils, metrics, models, pipeline, plots,
+                         runtime)
 from fedexit_jax import federated as fl
 from fedexit_jax.federated import client as client_lib
 from fedexit_jax.federated import trees
@@ -45,7 +46,7 @@ def _step_costs(spec: fl.RoundSpec, params: Any, clients: fl.ClientData, depths,
     out[d] = {"flops": accounting.step_flops(step, state, batch),
               "memory": accounting.step_memory(step, state, batch, donate_argnums=(0,)),
               "upload": accounting.upload_bytes(params, d, exits,
-                                                train_feature_encoder=spec.client.train_feature_encoder,
+                                                train_feature_encoder=spec.client.model.train_feature_encoder,
                                                 whole_model=weighting == "fedavg_naive",
                                                 deepest_only=spec.client.deepest_only)}
   return out
@@ -57,7 +58,7 @@ def _test_inputs(config, encoder, params, data: pipeline.FederatedData):
     return data.test_inputs, data.test_mask
   fe = {"feature_extractor": params["backbone"]["feature_extractor"]}
   mask = data.test_mask if encoder.feat_extract_norm == "layer" else None
-  return fl.cache_features(encoder, fe, data.test_inputs, mask, batch_size=config.eval_batch_size)
+  return models.cache_features(encoder, fe, data.test_inputs, mask, batch_size=config.eval_batch_size)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
@@ -73,7 +74,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   rng_model, rng_server = jax.random.split(jax.random.key(config.seed))
   corpus = pipeline.load_corpus(config)
   encoder, model_params, head_params = pipeline.init_model(config, encoder, rng_model)
-  params, frozen = fl.split_params(model_params, head_params,
+  params, frozen = models.split_params(model_params, head_params,
                                    train_feature_encoder=not config.model.freeze_feature_encoder)
   data = pipeline.federated_data(config, encoder, frozen, corpus)
   num_clients = int(data.clients.labels.shape[0])
@@ -136,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     last = r + 1 == config.rounds
     if (r + 1) % config.eval_every == 0 or last:
       tin, tmask = _test_inputs(config, encoder, state.params, data)
-      ev = fl.evaluate(encoder, state.params, tin, tmask, data.test_labels, exits,
+      ev = fl.evaluate(spec.client.model, state.params, tin, tmask, data.test_labels,
                        batch_size=config.eval_batch_size, heads_at=trained_exits)
       if not np.all(np.isfinite(ev["loss"])):
         raise DivergedError(_diverged(workdir, f"round {r + 1}: the global model's test loss "
@@ -152,7 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   writer.close()
   if ev is None:  # resumed a finished run: evaluate the restored model for the report
     tin, tmask = _test_inputs(config, encoder, state.params, data)
-    ev = fl.evaluate(encoder, state.params, tin, tmask, data.test_labels, exits,
+    ev = fl.evaluate(spec.client.model, state.params, tin, tmask, data.test_labels,
                      batch_size=config.eval_batch_size, heads_at=trained_exits)
   return _report(config, workdir, ev, trained_exits, costs, time.time() - t0)
 

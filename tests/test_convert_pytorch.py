@@ -18,7 +18,6 @@ transformers = pytest.importorskip("transformers")
 from fedexit_jax.convert import (CheckpointMismatchError, config_from_fairseq,  # pylint: disable=g-import-not-at-top
                                  config_from_hf_dict, convert_state_dict, load_converted,
                                  load_pytorch_checkpoint, save_converted)
-from fedexit_jax.convert import pytorch as conv
 from fedexit_jax.models import config as mconfig
 
 TINY = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,

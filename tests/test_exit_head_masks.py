@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+from fedexit_jax import models
 from fedexit_jax import accounting
 from fedexit_jax import federated as fl
 from fedexit_jax.federated import aggregate, trees
@@ -28,7 +29,7 @@ def setup():
   cfg = mconfig.small(hidden_size=16, intermediate_size=32, num_attention_heads=2,
                       conv_dim=(C,) * 7, num_hidden_layers=6, num_conv_pos_embeddings=4,
                       num_conv_pos_embedding_groups=2)
-  params, _ = fl.split_params(wav2vec2.init_params(cfg, jax.random.key(0)),
+  params, _ = models.split_params(wav2vec2.init_params(cfg, jax.random.key(0)),
                               heads.init_exit_heads(jax.random.key(1), 16, CLASSES, len(EXITS)))
   rs = np.random.RandomState(0)
   data = fl.ClientData(rs.randn(2, N, T, C).astype(np.float32), np.ones((2, N, T), bool),
@@ -42,7 +43,7 @@ OPT, SERVER = optax.sgd(0.5), fl.server_optimizer("fedavg", 1.0)  # one object: 
 
 @functools.lru_cache(maxsize=None)
 def _spec(cfg, loss, weighting):
-  client = fl.ClientSpec(cfg, EXITS, OPT, loss=loss, local_steps=2, batch_size=2)
+  client = fl.ClientSpec(models.SpeechExitModel(cfg, EXITS), OPT, loss=loss, local_steps=2, batch_size=2)
   return fl.RoundSpec(client, SERVER, weighting=weighting, depth_levels=EXITS, chunk_size=1)
 
 
@@ -98,8 +99,8 @@ def test_naive_fedavg_still_dilutes_the_head_it_did_not_train(setup):
 
 def test_deepest_client_holds_and_uploads_only_its_head(setup):
   cfg, params, _ = setup
-  last = fl.ClientSpec(cfg, EXITS, loss="last")
-  summed = fl.ClientSpec(cfg, EXITS, loss="sum")
+  last = fl.ClientSpec(models.SpeechExitModel(cfg, EXITS), loss="last")
+  summed = fl.ClientSpec(models.SpeechExitModel(cfg, EXITS), loss="sum")
   assert last.heads_at(6) == (6,) and summed.heads_at(6) == (3, 6)
   assert jax.tree.leaves(last.slice_params(params, 6)["heads"])[0].shape[0] == 1
   head_row = accounting.tree_bytes(jax.tree.map(lambda x: x[0], params["heads"]))
@@ -108,16 +109,17 @@ def test_deepest_client_holds_and_uploads_only_its_head(setup):
   assert trees.trained_exits(EXITS, [6, 6], deepest_only=True) == (6,)
   assert trees.trained_exits(EXITS, [3, 6], deepest_only=True) == (3, 6)
   assert trees.trained_exits((3, 6, 9, 12), [6], deepest_only=False) == (3, 6)
-  mask = trees.depth_mask(params, 6, EXITS, deepest_only=True)
+  mask = trees.depth_mask(last.model, params, 6, deepest_only=True)
   np.testing.assert_array_equal(mask["heads"]["bias"].ravel(), [0.0, 1.0])
 
 
 def test_evaluate_reports_only_requested_heads(setup):
   cfg, params, data = setup
   x, fm, labels = data.inputs[0], data.input_mask[0], data.labels[0]
-  full = fl.evaluate(cfg, params, x, fm, labels, EXITS)
-  only6 = fl.evaluate(cfg, params, x, fm, labels, EXITS, heads_at=(6,))
+  model = models.SpeechExitModel(cfg, EXITS)
+  full = fl.evaluate(model, params, x, fm, labels)
+  only6 = fl.evaluate(model, params, x, fm, labels, heads_at=(6,))
   assert only6["error"].shape == (1,)
   np.testing.assert_allclose(only6["loss"], full["loss"][1:], rtol=1e-5)
   with pytest.raises(ValueError, match="heads_at"):
-    fl.evaluate(cfg, params, x, fm, labels, EXITS, heads_at=(9,))
+    fl.evaluate(model, params, x, fm, labels, heads_at=(9,))

@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from fedexit_jax import models
 from fedexit_jax import federated as fl
 from fedexit_jax.federated import client as fc
 from fedexit_jax.models import config as mconfig, early_exit, heads, wav2vec2
@@ -36,7 +37,7 @@ def _batch(n=4, t=6, seed=0):
 
 
 def test_epoch_schedule_real_examples_first_then_noop_batches():
-  spec = fl.ClientSpec(mconfig.small(), (3,), batch_size=2, local_epochs=2)
+  spec = fl.ClientSpec(models.SpeechExitModel(mconfig.small(), (3,)), batch_size=2, local_epochs=2)
   mask = jnp.array([True, True, True, False, False])
   idx, ok = fc.batch_schedule(spec, mask, jax.random.key(0))
   assert idx.shape == ok.shape == (6, 2)  # 2 epochs x ceil(5 / 2) batches
@@ -47,7 +48,7 @@ def test_epoch_schedule_real_examples_first_then_noop_batches():
 
 
 def test_step_schedule_cycles_real_examples():
-  spec = fl.ClientSpec(mconfig.small(), (3,), batch_size=2, local_steps=4)
+  spec = fl.ClientSpec(models.SpeechExitModel(mconfig.small(), (3,)), batch_size=2, local_steps=4)
   idx, ok = fc.batch_schedule(spec, jnp.array([False, True, True, True, False]), jax.random.key(1))
   assert bool(jnp.all(ok))
   counts = np.bincount(np.asarray(idx).ravel(), minlength=5)
@@ -58,11 +59,11 @@ def test_step_schedule_cycles_real_examples():
 
 def test_losses_last_sum_and_depthfl_distillation(model):
   cfg, full, head = model
-  params, _ = fl.split_params(full, head)
+  params, _ = models.split_params(full, head)
   batch = _batch()
   batch = batch._replace(example_mask=jnp.array([True, True, True, False]))
-  specs = {k: fl.ClientSpec(cfg, EXITS, loss=k, distill_temperature=2.0) for k in fc.LOSSES}
-  logits = np.asarray(fc.exit_losses(specs["sum"], 4, params, batch), np.float64)  # [2, 4, 3]
+  specs = {k: fl.ClientSpec(models.SpeechExitModel(cfg, EXITS), loss=k, distill_temperature=2.0) for k in fc.LOSSES}
+  logits = np.asarray(fc.exit_logits(specs["sum"], 4, params, batch), np.float64)  # [2, 4, 3]
   m = np.array([1, 1, 1, 0.0])
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   ce = -np.take_along_axis(logp, np.asarray(batch.labels)[None, :, None], -1)[..., 0]
@@ -70,7 +71,7 @@ def test_losses_last_sum_and_depthfl_distillation(model):
   # "last" holds and computes only the head of its deepest exit (row 1 of the stack)
   last = specs["last"].slice_params(params, 4)
   assert jax.tree.leaves(last["heads"])[0].shape[0] == 1
-  assert fc.exit_losses(specs["last"], 4, last, batch).shape == (1, 4, 3)
+  assert fc.exit_logits(specs["last"], 4, last, batch).shape == (1, 4, 3)
   np.testing.assert_allclose(fc.data_loss(specs["last"], 4, last, batch), ce[1], rtol=1e-5)
   with pytest.raises(ValueError, match="2 stacked rows for the 1 exits"):
     fc.data_loss(specs["last"], 4, params, batch)  # the full stack would silently use exit 2's
@@ -89,11 +90,11 @@ def test_losses_last_sum_and_depthfl_distillation(model):
 
 def test_empty_batch_is_a_noop_and_fedprox_pulls_towards_server(model):
   cfg, full, head = model
-  params, _ = fl.split_params(full, head)
-  sliced = fl.slice_to_depth(params, 2, EXITS)
+  params, _ = models.split_params(full, head)
+  sliced = fl.slice_to_depth(models.SpeechExitModel(cfg, EXITS), params, 2)
   lr, mu = 0.1, 0.5
-  plain = fl.ClientSpec(cfg, EXITS, optax.sgd(lr))
-  prox = fl.ClientSpec(cfg, EXITS, optax.sgd(lr), prox_mu=mu)
+  plain = fl.ClientSpec(models.SpeechExitModel(cfg, EXITS), optax.sgd(lr))
+  prox = fl.ClientSpec(models.SpeechExitModel(cfg, EXITS), optax.sgd(lr), prox_mu=mu)
   anchor = jax.tree.map(lambda x: x + 0.01, sliced)  # pretend the server copy differs
   batch = _batch()
   step = lambda spec, b: jax.jit(functools.partial(fl.client_step, spec, 2))(
@@ -111,15 +112,15 @@ def test_empty_batch_is_a_noop_and_fedprox_pulls_towards_server(model):
 
 def test_unfrozen_feature_encoder_trains_the_conv_stack(model):
   cfg, full, head = model
-  params, frozen = fl.split_params(full, head, train_feature_encoder=True)
+  params, frozen = models.split_params(full, head, train_feature_encoder=True)
   assert "feature_extractor" in params["backbone"] and not frozen
-  spec = fl.ClientSpec(cfg, EXITS, optax.sgd(0.1), local_steps=1, batch_size=2,
-                       train_feature_encoder=True)
+  spec = fl.ClientSpec(models.SpeechExitModel(cfg, EXITS, train_feature_encoder=True),
+                       optax.sgd(0.1), local_steps=1, batch_size=2)
   rs = np.random.RandomState(0)
   wave = jnp.asarray(rs.randn(2, 1600), jnp.float32)
   data = fl.ClientData(wave, jnp.ones((2, 1600), bool), jnp.array([0, 2]), jnp.ones(2, bool))
   delta, m = jax.jit(functools.partial(fl.train_client, spec, 2))(
-      fl.slice_to_depth(params, 2, EXITS), data, jax.random.key(0))
+      spec.slice_params(params, 2), data, jax.random.key(0))
   assert bool(m.finite) and int(m.num_steps) == 1
   fe = jax.tree.leaves(delta["backbone"]["feature_extractor"])
   assert any(float(jnp.max(jnp.abs(x))) > 0 for x in fe)
@@ -129,19 +130,19 @@ def test_unfrozen_feature_encoder_trains_the_conv_stack(model):
 
 def test_evaluate_and_cache_features(model):
   cfg, full, head = model
-  params, frozen = fl.split_params(full, head)
+  params, frozen = models.split_params(full, head)
   rs = np.random.RandomState(1)
   waves = rs.randn(2, 5, 1200).astype(np.float32)  # [clients, examples, samples]
-  feats, fmask = fl.cache_features(cfg, frozen, waves, batch_size=4)
+  feats, fmask = models.cache_features(cfg, frozen, waves, batch_size=4)
   direct, _ = wav2vec2.extract_features(cfg, full, waves.reshape(10, 1200))
   assert feats.shape == (2, 5) + direct.shape[1:] and fmask.shape == feats.shape[:3]
   np.testing.assert_allclose(feats.reshape(direct.shape), direct, atol=1e-5)
   x, fm = feats.reshape(direct.shape), fmask.reshape(10, -1)
   labels = rs.randint(0, 3, 10)
-  ev = fl.evaluate(cfg, params, x, fm, labels, EXITS, batch_size=4)  # 3 batches, last padded
+  ev = fl.evaluate(models.SpeechExitModel(cfg, EXITS), params, x, fm, labels, batch_size=4)  # 3 batches, last padded
   logits = early_exit.exit_logits(cfg, params["backbone"], params["heads"], x, fm, EXITS, 4)
   expect = 1.0 - (np.argmax(np.asarray(logits), -1) == labels[None]).mean(1)
   np.testing.assert_allclose(ev["error"], expect, rtol=1e-6)
   assert ev["correct"].shape == ev["confidence"].shape == (2, 10)
   with pytest.raises(ValueError, match="empty"):
-    fl.evaluate(cfg, params, x[:0], fm[:0], labels[:0], EXITS)
+    fl.evaluate(models.SpeechExitModel(cfg, EXITS), params, x[:0], fm[:0], labels[:0])

@@ -1,5 +1,6 @@
 """The vectorised round against a per-client Python loop, recompilation, non-finite clients,
 sharding over 8 simulated devices, and the depth cost of a client step."""
+import dataclasses
 import functools
 import os
 import subprocess
@@ -12,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from fedexit_jax import accounting
+from fedexit_jax import accounting, models
 from fedexit_jax import federated as fl
 from fedexit_jax.federated import aggregate, simulate, trees
 from fedexit_jax.models import config as mconfig, heads, wav2vec2
@@ -43,9 +44,9 @@ pytestmark = pytest.mark.usefixtures("fast_compiles")
 @pytest.fixture(scope="module")
 def setup():
   cfg = tiny_config()
-  params, _ = fl.split_params(wav2vec2.init_params(cfg, jax.random.key(0)),
+  params, _ = models.split_params(wav2vec2.init_params(cfg, jax.random.key(0)),
                               heads.init_exit_heads(jax.random.key(1), 32, CLASSES, len(EXITS)))
-  client = fl.ClientSpec(cfg, EXITS, optax.sgd(0.1), loss="last", local_epochs=2, batch_size=4)
+  client = fl.ClientSpec(models.SpeechExitModel(cfg, EXITS), optax.sgd(0.1), loss="last", local_epochs=2, batch_size=4)
   spec = fl.RoundSpec(client, weighting="paper", depth_levels=(2, 4), chunk_size=4)
   state = fl.init_server_state(params, spec.server_optimizer, jax.random.key(2))
   dataset = tiny_dataset(12)
@@ -124,28 +125,39 @@ def test_nonfinite_client_is_excluded_and_counted(setup):
   assert_trees_close(new.params, clean.params)
 
 
+@dataclasses.dataclass(frozen=True)
+class _LayoutOnly(fl.EarlyExitModel):
+  """The parameter layout of a 3-layer model with exits at layers 1 and 3; no forward pass."""
+  exits: tuple = (1, 3)
+  num_layers: int = 3
+  layer_path = ("backbone", "encoder", "layers")
+
+  def logits(self, params, inputs, input_mask, depth, heads_at):
+    raise NotImplementedError("layout only: the test feeds deltas directly")
+
+
 @pytest.mark.parametrize("naive", [False, True])
 @pytest.mark.parametrize("deep", [False, True])
 def test_streamed_depth_accumulation_equals_masked_tree_mean(naive, deep):
   # Model-free: a 3-layer, 2-exit tree; a chunk of two depth-1 clients then one depth-3 client.
   full = {"backbone": {"encoder": {"layers": {"w": jnp.zeros((3, 2))}}, "proj": jnp.zeros((2,))},
           "heads": {"b": jnp.zeros((2, 1))}}
-  exits = (1, 3)
+  model = _LayoutOnly()
   rs = np.random.RandomState(0)
   d1 = jax.tree.map(lambda x: jnp.asarray(rs.randn(2, *x.shape), jnp.float32),
-                    trees.slice_to_depth(full, 1, exits, deep))
+                    trees.slice_to_depth(model, full, 1, deep))
   d3 = jax.tree.map(lambda x: jnp.asarray(rs.randn(1, *x.shape), jnp.float32),
-                    trees.slice_to_depth(full, 3, exits, deep))
+                    trees.slice_to_depth(model, full, 3, deep))
   w1, w3 = jnp.array([2.0, 0.5]), jnp.array([3.0])
-  acc = aggregate.Accumulator(jax.tree.map(jnp.zeros_like, full), trees.zero_denominator(full))
-  acc = simulate._accumulate_depth(acc, d1, w1, 1, exits, naive, deep)
-  acc = simulate._accumulate_depth(acc, d3, w3, 3, exits, naive, deep)
+  acc = aggregate.Accumulator(jax.tree.map(jnp.zeros_like, full), trees.zero_denominator(model, full))
+  acc = simulate._accumulate_depth(model, acc, d1, w1, 1, naive, deep)
+  acc = simulate._accumulate_depth(model, acc, d3, w3, 3, naive, deep)
   streamed = aggregate.finalize(acc, full)
   one = lambda t, i: jax.tree.map(lambda x: x[i], t)
   stacked = jax.tree.map(lambda a, b, c: jnp.stack([a, b, c]),
-                         *[trees.pad_to_full(one(d1, i), full, 1, exits, deep) for i in (0, 1)],
-                         trees.pad_to_full(one(d3, 0), full, 3, exits, deep))
-  mask = lambda d: trees.depth_mask(full, d, exits, naive, deep)
+                         *[trees.pad_to_full(model, one(d1, i), full, 1, deep) for i in (0, 1)],
+                         trees.pad_to_full(model, one(d3, 0), full, 3, deep))
+  mask = lambda d: trees.depth_mask(model, full, d, naive, deep)
   masks = jax.tree.map(lambda a, b, c: jnp.stack([a, b, c]), mask(1), mask(1), mask(3))
   assert_trees_close(streamed, fl.masked_tree_mean(stacked, masks, jnp.array([2.0, 0.5, 3.0]), full))
   layer3 = streamed["backbone"]["encoder"]["layers"]["w"][2]
@@ -164,9 +176,9 @@ def test_streamed_depth_accumulation_equals_masked_tree_mean(naive, deep):
 def test_depth3_client_step_costs_about_a_quarter_of_depth12():
   cfg = tiny_config(layers=12)
   exits = (3, 6, 9, 12)
-  params, _ = fl.split_params(wav2vec2.init_params(cfg, jax.random.key(0)),
+  params, _ = models.split_params(wav2vec2.init_params(cfg, jax.random.key(0)),
                               heads.init_exit_heads(jax.random.key(1), 32, CLASSES, len(exits)))
-  spec = fl.ClientSpec(cfg, exits, optax.sgd(0.1), batch_size=4)
+  spec = fl.ClientSpec(models.SpeechExitModel(cfg, exits), optax.sgd(0.1), batch_size=4)
   batch = fl.ClientData(jnp.ones((4, 50, C)), jnp.ones((4, 50), bool), jnp.zeros(4, jnp.int32),
                         jnp.ones(4, bool))
   flops = {}

@@ -1,20 +1,27 @@
 """Federated simulation engine: a whole cohort of heterogeneous-depth clients per compiled round.
 
+The engine imports no model: it federates any early-exit model handed to it as a
+model.EarlyExitModel (a forward pass to a depth, and which parameter leaves are stacked per
+layer, per exit, or shared). The wav2vec 2.0 / HuBERT model is fedexit_jax.models.SpeechExitModel.
+
 Public API (stable; train.py and the benchmarks call exactly this):
 
     from fedexit_jax import federated as fl
-    from fedexit_jax.models import wav2vec2, heads
+    from fedexit_jax import models
 
-    # 1. the trainable tree (backbone without the frozen conv feature extractor + stacked heads)
-    params, frozen = fl.split_params(wav2vec2.init_params(cfg, k1),
-                                     heads.init_exit_heads(k2, cfg.hidden_size, C, len(exits)))
+    # 1. the model and its trainable tree (backbone without the frozen conv feature extractor,
+    #    plus the stacked exit heads)
+    model = models.SpeechExitModel(cfg, exits)
+    params, frozen = models.split_params(models.init_params(cfg, k1),
+                                         models.heads.init_exit_heads(k2, cfg.hidden_size, C,
+                                                                      len(exits)))
     # 2. cache the frozen conv features once: [M, N, S] waveforms -> [M, N, T, C'] + [M, N, T]
-    feats, fmask = fl.cache_features(cfg, frozen, waves, attention_mask)
+    feats, fmask = models.cache_features(cfg, frozen, waves, attention_mask)
     dataset = fl.ClientData(feats, fmask, labels, example_mask)     # every leaf [M clients, N, ...]
     depths = fl.client_depths(M, fl.paper_tiers(best_depth=6), seed)  # or fl.explicit_depths(...)
     # 3. static description of a round (build once; a new spec object recompiles)
     spec = fl.RoundSpec(
-        client=fl.ClientSpec(cfg, exits, optimizer=optax.sgd(0.05), loss="last",
+        client=fl.ClientSpec(model, optimizer=optax.sgd(0.05), loss="last",
                              local_epochs=1, local_steps=None, batch_size=8, prox_mu=0.0),
         server_optimizer=fl.server_optimizer("fedavg"),  # fedavgm / fedadam / fedyogi
         weighting="paper",       # samples / uniform / depth / fedavg_naive / homogeneous
@@ -25,22 +32,23 @@ Public API (stable; train.py and the benchmarks call exactly this):
     for r in range(rounds):
       ids = fl.sample_clients(seed, r, M, clients_per_round=K)        # deterministic in (seed, r)
       state, metrics = fl.run_round(state, fl.cohort_from_dataset(dataset, ids, depths), spec)
-      ev = fl.evaluate(cfg, state.params, test_feats, test_fmask, test_labels, exits)
-      # ev["error"][e] = test error at exit e; metrics["loss"] [K], metrics["num_nonfinite"], ...
+      ev = fl.evaluate(model, state.params, test_feats, test_fmask, test_labels)
+      # ev["error"][i] = test error at exit model.exits[i]; metrics["loss"] [K], ...
 
 ServerState(params, opt_state, round, rng) is a plain pytree (checkpoint it as is). With
-ClientSpec(train_feature_encoder=True) the feature extractor is trainable: pass
+SpeechExitModel(..., train_feature_encoder=True) the feature extractor is trainable: pass
 split_params(..., train_feature_encoder=True) and waveforms/sample masks as ClientData.
 
-Modules: aggregate (masked tree-mean, weighting schemes), trees (what a depth slices), client
-(local training as pure functions), server (server state and optimizers), simulate (the round),
-tiers, sampling, evaluate (central evaluation and feature caching).
+Modules: model (the interface), aggregate (masked tree-mean, weighting schemes), trees (what a
+depth slices), client (local training as pure functions), server (server state and optimizers),
+simulate (the round), tiers, sampling, evaluate (central evaluation).
 """
 from fedexit_jax.federated.aggregate import SCHEMES, client_weights, masked_tree_mean
 from fedexit_jax.federated.client import (ClientData, ClientMetrics, ClientSpec, ClientState,
                                           client_final, client_init, client_step, train_chunk,
                                           train_client)
-from fedexit_jax.federated.evaluate import cache_features, evaluate
+from fedexit_jax.federated.evaluate import evaluate
+from fedexit_jax.federated.model import EarlyExitModel
 from fedexit_jax.federated.sampling import sample_clients
 from fedexit_jax.federated.server import (SERVER_OPTIMIZERS, ServerState, init_server_state,
                                           server_optimizer)
@@ -48,13 +56,13 @@ from fedexit_jax.federated.simulate import (Cohort, RoundSpec, cohort_from_datas
                                             default_chunk_size, run_round, run_round_reference)
 from fedexit_jax.federated.tiers import (Tier, client_depths, explicit_depths, homogeneous_tiers,
                                          paper_tiers)
-from fedexit_jax.federated.trees import slice_to_depth, split_params
+from fedexit_jax.federated.trees import slice_to_depth
 
 __all__ = [
     "SCHEMES", "SERVER_OPTIMIZERS", "ClientData", "ClientMetrics", "ClientSpec", "ClientState",
-    "Cohort", "RoundSpec", "ServerState", "Tier", "cache_features", "client_depths",
+    "Cohort", "EarlyExitModel", "RoundSpec", "ServerState", "Tier", "client_depths",
     "client_final", "client_init", "client_step", "client_weights", "cohort_from_dataset",
     "default_chunk_size", "evaluate", "explicit_depths", "homogeneous_tiers", "init_server_state",
     "masked_tree_mean", "paper_tiers", "run_round", "run_round_reference", "sample_clients",
-    "server_optimizer", "slice_to_depth", "split_params", "train_chunk", "train_client",
+    "server_optimizer", "slice_to_depth", "train_chunk", "train_client",
 ]

@@ -22,8 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from fedexit_jax.federated import trees
-from fedexit_jax.models import early_exit, wav2vec2
-from fedexit_jax.models.config import EncoderConfig
+from fedexit_jax.federated.model import EarlyExitModel
 
 PyTree = Any
 LOSSES = ("last", "sum", "distill")
@@ -33,18 +32,15 @@ LOSSES = ("last", "sum", "distill")
 class ClientSpec:
   """Static description of local training (hashable: build it once, reuse it every round).
 
+  model: the early-exit model (model.EarlyExitModel): its forward pass and parameter layout.
   loss: "last" = cross-entropy at the client's deepest exit only (the paper); "sum" = summed over
     every exit <= depth; "distill" = "sum" plus DepthFL mutual self-distillation (each exit is
     pulled towards every other exit's detached softened prediction, KL averaged over the others).
   local_steps: if set, exactly this many steps cycling through the client's shuffled data;
     otherwise local_epochs passes of ceil(N / batch_size) steps each (N = padded size).
   prox_mu: FedProx coefficient (mu/2 * ||w - w_server||^2); 0 disables it.
-  train_feature_encoder: False (default): `inputs` are cached conv features [N, T, C] and
-    `input_mask` frame masks [N, T]. True: `inputs` are waveforms [N, S], `input_mask` sample masks
-    [N, S], and the conv feature encoder is part of the trainable tree.
   """
-  config: EncoderConfig
-  exits: tuple[int, ...]
+  model: EarlyExitModel
   optimizer: optax.GradientTransformation = optax.sgd(0.05)
   loss: str = "last"
   local_epochs: int = 1
@@ -53,16 +49,21 @@ class ClientSpec:
   prox_mu: float = 0.0
   distill_weight: float = 1.0
   distill_temperature: float = 1.0
-  train_feature_encoder: bool = False
 
   def __post_init__(self):
+    if not isinstance(self.model, EarlyExitModel):
+      raise TypeError(f"ClientSpec.model must be an EarlyExitModel (fedexit_jax.federated.model),"
+                      f" got {type(self.model).__name__}")
     if self.loss not in LOSSES:
       raise ValueError(f"unknown client loss {self.loss!r}; choose one of {LOSSES}")
     if self.batch_size < 1 or self.local_epochs < 1 or (self.local_steps is not None
                                                          and self.local_steps < 1):
       raise ValueError(f"batch_size ({self.batch_size}), local_epochs ({self.local_epochs}) and "
                        f"local_steps ({self.local_steps}) must be >= 1")
-    object.__setattr__(self, "exits", tuple(int(e) for e in self.exits))
+
+  @property
+  def exits(self) -> tuple[int, ...]:
+    return tuple(int(e) for e in self.model.exits)
 
   @property
   def deepest_only(self) -> bool:
@@ -76,7 +77,7 @@ class ClientSpec:
 
   def slice_params(self, tree: PyTree, depth: int) -> PyTree:
     """The part of the server's trainable tree a depth-`depth` client holds and trains."""
-    return trees.slice_to_depth(tree, depth, self.exits, self.deepest_only)
+    return trees.slice_to_depth(self.model, tree, depth, self.deepest_only)
 
   def num_steps(self, num_padded_examples: int) -> int:
     if self.local_steps is not None:
@@ -86,8 +87,9 @@ class ClientSpec:
 
 class ClientData(NamedTuple):
   """One client's (padded) local data; the leading axis is the example axis N."""
-  inputs: jax.Array        # [N, T, C] cached features (or [N, S] waveforms)
-  input_mask: jax.Array    # [N, T] frame mask (or [N, S] sample mask), bool
+  inputs: jax.Array        # [N, ...] what the model reads (speech: cached conv features
+                           # [N, T, C], or waveforms [N, S] with a trainable feature encoder)
+  input_mask: jax.Array    # [N, ...] its mask (speech: frame mask [N, T] or sample mask [N, S])
   labels: jax.Array        # [N] int
   example_mask: jax.Array  # [N] bool: False for padding examples
 
@@ -106,21 +108,14 @@ class ClientMetrics(NamedTuple):
   finite: jax.Array       # False if the update or the loss is not finite
 
 
-def exit_losses(spec: ClientSpec, depth: int, params: PyTree, batch: ClientData) -> jax.Array:
-  """Logits [n, B, C] of the n exits the client trains, spec.heads_at(depth) (computing features
-  if unfrozen)."""
-  if spec.train_feature_encoder:
-    feats, fmask = wav2vec2.extract_features(spec.config, params["backbone"], batch.inputs,
-                                             batch.input_mask)
-  else:
-    feats, fmask = batch.inputs, batch.input_mask
-  return early_exit.exit_logits(spec.config, params["backbone"], params["heads"], feats, fmask,
-                                spec.exits, depth, heads_at=spec.heads_at(depth))
+def exit_logits(spec: ClientSpec, depth: int, params: PyTree, batch: ClientData) -> jax.Array:
+  """Logits [n, B, C] of the n exits the client trains, spec.heads_at(depth)."""
+  return spec.model.logits(params, batch.inputs, batch.input_mask, depth, spec.heads_at(depth))
 
 
 def data_loss(spec: ClientSpec, depth: int, params: PyTree, batch: ClientData) -> jax.Array:
   """The local objective on one (masked) batch, without the FedProx term."""
-  logits = exit_losses(spec, depth, params, batch)  # [n, B, C]
+  logits = exit_logits(spec, depth, params, batch)  # [n, B, C]
   m = batch.example_mask.astype(jnp.float32)
   denom = jnp.maximum(jnp.sum(m), 1.0)
   logp = jax.nn.log_softmax(logits, axis=-1)

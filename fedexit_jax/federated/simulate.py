@@ -34,6 +34,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from fedexit_jax.federated import aggregate, server, trees
+from fedexit_jax.federated import model as model_lib
 from fedexit_jax.federated.client import ClientData, ClientSpec, train_chunk, train_client
 
 PyTree = Any
@@ -64,7 +65,7 @@ class RoundSpec:
     levels = self.client.exits if self.depth_levels is None else self.depth_levels
     levels = tuple(sorted({int(d) for d in levels}))
     for d in levels:
-      trees.validate_depth(self.client.exits, d, self.client.config.num_hidden_layers)
+      trees.validate_depth(self.client.exits, d, self.client.model.num_layers)
     object.__setattr__(self, "depth_levels", levels)
     if self.chunk_size is not None and self.chunk_size < 1:
       raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
@@ -150,8 +151,8 @@ def layout(depths: np.ndarray, levels: Sequence[int], chunk: int,
   return Layout(order, bounds, slots.astype(np.int32))
 
 
-def _accumulate_depth(acc: aggregate.Accumulator, delta: PyTree, w: jax.Array, depth: int,
-                      exits: Sequence[int], naive: bool,
+def _accumulate_depth(model, acc: aggregate.Accumulator, delta: PyTree, w: jax.Array,
+                      depth: int, naive: bool,
                       deepest_only: bool = False) -> aggregate.Accumulator:
   """Adds a chunk of depth-`depth` clients (deltas sliced as ClientSpec.slice_params does, leading
   chunk axis) into the full-shaped accumulator: rows [:depth] of layers and the `trees.exit_rows`
@@ -159,13 +160,13 @@ def _accumulate_depth(acc: aggregate.Accumulator, delta: PyTree, w: jax.Array, d
   with a zero delta."""
   def num(path, a, x):
     s = aggregate.client_sum(x, w.reshape((-1,) + (1,) * (x.ndim - 1)))
-    rows = trees.row_range(path, depth, exits, deepest_only)
+    rows = trees.row_range(model, path, depth, deepest_only)
     return a + s if rows is None else a.at[rows[0]:rows[1]].add(s)
 
   wsum = jnp.sum(w)
 
   def den(path, a):
-    rows = trees.row_range(path, depth, exits, deepest_only)
+    rows = trees.row_range(model, path, depth, deepest_only)
     return a + wsum if rows is None or naive else a.at[rows[0]:rows[1]].add(wsum)
 
   return aggregate.Accumulator(
@@ -188,7 +189,7 @@ def _chunk_step(spec: RoundSpec, depth: int, params: PyTree, round_key: jax.Arra
   delta, m = train_chunk(spec.client, depth, sliced, data, keys)
   w = aggregate.client_weights(spec.weighting, m.num_examples, depth)
   w = jnp.where(valid & m.finite, w, 0.0)
-  acc = _accumulate_depth(acc, delta, w, depth, spec.client.exits,
+  acc = _accumulate_depth(spec.client.model, acc, delta, w, depth,
                           aggregate.counts_untrained(spec.weighting), spec.client.deepest_only)
   vals = {"loss": m.loss, "finite": m.finite, "weight": w,
           "num_examples": m.num_examples, "num_steps": m.num_steps}
@@ -197,9 +198,9 @@ def _chunk_step(spec: RoundSpec, depth: int, params: PyTree, round_key: jax.Arra
   return acc, bufs
 
 
-def _start(params: PyTree, num_chunks: int, chunk: int):
+def _start(model, params: PyTree, num_chunks: int, chunk: int):
   acc = aggregate.Accumulator(jax.tree.map(jnp.zeros_like, params),
-                              trees.zero_denominator(params))
+                              trees.zero_denominator(model, params))
   shape = (num_chunks, chunk)
   bufs = {"loss": jnp.zeros(shape), "finite": jnp.zeros(shape, bool), "weight": jnp.zeros(shape),
           "num_examples": jnp.zeros(shape), "num_steps": jnp.zeros(shape, jnp.int32)}
@@ -230,7 +231,7 @@ def _finish(spec: RoundSpec, state: server.ServerState, rng: jax.Array, acc, buf
 def _program(spec: RoundSpec):
   def program(state, chunks, bounds, slots):
     rng, round_key = jax.random.split(state.rng)
-    acc, bufs = _start(state.params, *chunks[2].shape)
+    acc, bufs = _start(spec.client.model, state.params, *chunks[2].shape)
     carry = (acc, bufs)
     for li, d in enumerate(spec.depth_levels):
       body = functools.partial(_chunk_step, spec, d, state.params, round_key, chunks)
@@ -277,6 +278,7 @@ def run_round(state: server.ServerState, cohort: Cohort, spec: RoundSpec):
   "num_examples", "num_steps" (real local steps); scalars "num_nonfinite", "total_examples",
   "mean_loss" (example-weighted over finite clients), "update_norm" (of the mean delta); and, as
   host numpy arrays, "depth" and "client_id" [K]."""
+  model_lib.check_layout(spec.client.model, state.params)
   chunks, bounds, slots = prepare(cohort, spec)
   state = jax.device_put(state, NamedSharding(_mesh(spec), P()))
   state, metrics = _program(spec)(state, chunks, bounds, slots)
@@ -290,7 +292,7 @@ def run_round_reference(state: server.ServerState, cohort: Cohort, spec: RoundSp
   masked_tree_mean over the stacked full-shaped deltas: the baseline every other simulator
   implements, and the reference the vectorised round is tested against."""
   rng, round_key = jax.random.split(state.rng)
-  exits = spec.client.exits
+  model = spec.client.model
   naive = aggregate.counts_untrained(spec.weighting)
   deltas, masks, weights, metrics = [], [], [], []
   for k, d in enumerate(np.asarray(cohort.depths).tolist()):
@@ -300,8 +302,8 @@ def run_round_reference(state: server.ServerState, cohort: Cohort, spec: RoundSp
     w = aggregate.client_weights(spec.weighting, m.num_examples, d)
     weights.append(jnp.where(m.finite, w, 0.0))
     deep = spec.client.deepest_only
-    deltas.append(trees.pad_to_full(delta, state.params, d, exits, deep))
-    masks.append(trees.depth_mask(state.params, d, exits, everything=naive, deepest_only=deep))
+    deltas.append(trees.pad_to_full(model, delta, state.params, d, deep))
+    masks.append(trees.depth_mask(model, state.params, d, everything=naive, deepest_only=deep))
     metrics.append(m)
   stack = lambda *xs: jnp.stack(xs)
   stacked, mask = jax.tree.map(stack, *deltas), jax.tree.map(stack, *masks)

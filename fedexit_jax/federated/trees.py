@@ -1,17 +1,11 @@
-"""The trainable tree and how a depth cuts it.
+"""What a depth cuts out of the trainable tree.
 
-The server trains `{"backbone": ..., "heads": ...}` where "backbone" is the wav2vec2 parameter
-tree without the frozen conv feature extractor (feature_projection, encoder.pos_conv,
-encoder.layer_norm, encoder.layers stacked [L, ...]) and "heads" are the exit heads stacked
-[E, ...]. A client of depth d holds a static slice: layers [:d] and the heads its loss trains,
-which are the rows `exit_rows` gives: only the exit at its depth when the loss reads only the
-deepest exit (the paper), every exit <= d when it reads them all. A head a client's loss does not
-read gets no gradient, so the client neither holds, computes, uploads nor is counted for it: Eq. 1
-averages every row over "the clients that trained" it.
-Every leaf is one of three kinds:
-  "layer":  under backbone.encoder.layers, leading axis L (one row per Transformer layer);
-  "exit":   under heads, leading axis E (one row per exit);
-  "shared": everything else, trained by every client.
+The server trains one parameter pytree; the model (model.EarlyExitModel) says which leaves are
+stacked per layer, per exit, or shared. A client of depth d holds a static slice: layers [:d] and
+the exit heads its loss trains, which are the rows `exit_rows` gives: only the exit at its depth
+when the loss reads only the deepest exit (the paper), every exit <= d when it reads them all. A
+head a client's loss does not read gets no gradient, so the client neither holds, computes,
+uploads nor is counted for it: Eq. 1 averages every row over "the clients that trained" it.
 """
 from __future__ import annotations
 
@@ -21,36 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedexit_jax.federated.model import EarlyExitModel
+
 PyTree = Any
-
-
-def split_params(model_params: dict, head_params: dict,
-                 train_feature_encoder: bool = False) -> tuple[dict, dict]:
-  """(trainable, frozen) from `wav2vec2.init_params` output and `heads.init_exit_heads` output.
-
-  With the feature encoder frozen (default) it goes to `frozen` and is used once, to cache conv
-  features; it is never copied per client. Unfrozen, it is part of the trainable tree.
-  """
-  backbone = {k: v for k, v in model_params.items() if k != "feature_extractor"}
-  fe = model_params.get("feature_extractor")
-  frozen = {}
-  if fe is not None:
-    if train_feature_encoder:
-      backbone["feature_extractor"] = fe
-    else:
-      frozen["feature_extractor"] = fe
-  elif train_feature_encoder:
-    raise ValueError("train_feature_encoder=True but model_params has no 'feature_extractor'")
-  return {"backbone": backbone, "heads": head_params}, frozen
-
-
-def leaf_kind(path) -> str:
-  keys = [getattr(p, "key", getattr(p, "name", None)) for p in path]
-  if keys and keys[0] == "heads":
-    return "exit"
-  if "encoder" in keys and "layers" in keys:
-    return "layer"
-  return "shared"
 
 
 def num_exits_upto(exits: Sequence[int], depth: int) -> int:
@@ -86,33 +53,40 @@ def validate_depth(exits: Sequence[int], depth: int, num_layers: int) -> None:
                      "up to one of its exits")
 
 
-def row_range(path, depth: int, exits: Sequence[int], deepest_only: bool = False
+def row_range(model: EarlyExitModel, path, depth: int, deepest_only: bool = False
               ) -> tuple[int, int] | None:
   """[start, stop) of the leading-axis rows of a leaf a depth-`depth` client trains; None for a
   shared leaf (trained whole)."""
-  kind = leaf_kind(path)
+  kind = model.param_kind(path)
   if kind == "layer":
     return (0, depth)
   if kind == "exit":
-    return exit_rows(exits, depth, deepest_only)
+    return exit_rows(model.exits, depth, deepest_only)
   return None
 
 
-def slice_to_depth(tree: PyTree, depth: int, exits: Sequence[int],
+def slice_to_depth(model: EarlyExitModel, tree: PyTree, depth: int,
                    deepest_only: bool = False) -> PyTree:
   """The part a depth-`depth` client holds: layer leaves [:depth], exit leaves `exit_rows`."""
   def leaf(path, x):
-    rows = row_range(path, depth, exits, deepest_only)
+    rows = row_range(model, path, depth, deepest_only)
     return x if rows is None else x[rows[0]:rows[1]]
   return jax.tree_util.tree_map_with_path(leaf, tree)
 
 
-def pad_to_full(sliced: PyTree, full: PyTree, depth: int, exits: Sequence[int],
+def select_exits(model: EarlyExitModel, tree: PyTree, heads_at: Sequence[int]) -> PyTree:
+  """The tree with its exit leaves cut to the rows of the exits `heads_at` (in that order)."""
+  rows = np.asarray([tuple(model.exits).index(e) for e in heads_at])
+  return jax.tree_util.tree_map_with_path(
+      lambda p, x: x[rows] if model.param_kind(p) == "exit" else x, tree)
+
+
+def pad_to_full(model: EarlyExitModel, sliced: PyTree, full: PyTree, depth: int,
                 deepest_only: bool = False) -> PyTree:
   """Zero-pads a `slice_to_depth` tree back to the full tree's shapes (rows where they came
   from)."""
   def leaf(path, s, f):
-    rows = row_range(path, depth, exits, deepest_only)
+    rows = row_range(model, path, depth, deepest_only)
     if rows is None:
       return s
     pad = [(rows[0], f.shape[0] - rows[1])] + [(0, 0)] * (s.ndim - 1)
@@ -120,14 +94,14 @@ def pad_to_full(sliced: PyTree, full: PyTree, depth: int, exits: Sequence[int],
   return jax.tree_util.tree_map_with_path(leaf, sliced, full)
 
 
-def mask_shape(path, x) -> tuple[int, ...]:
+def mask_shape(model: EarlyExitModel, path, x) -> tuple[int, ...]:
   """Shape of a leaf's mask/denominator: per row for layer and exit leaves, one value otherwise."""
-  if leaf_kind(path) in ("layer", "exit"):
+  if model.param_kind(path) in ("layer", "exit"):
     return (x.shape[0],) + (1,) * (x.ndim - 1)
   return (1,) * x.ndim
 
 
-def depth_mask(tree: PyTree, depth: int, exits: Sequence[int], everything: bool = False,
+def depth_mask(model: EarlyExitModel, tree: PyTree, depth: int, everything: bool = False,
                deepest_only: bool = False) -> PyTree:
   """One client's 0/1 mask over the full tree: 1 for the layers and exit heads it trained.
 
@@ -135,8 +109,8 @@ def depth_mask(tree: PyTree, depth: int, exits: Sequence[int], everything: bool 
   heads are sent back and averaged in).
   """
   def leaf(path, x):
-    shape = mask_shape(path, x)
-    rows = row_range(path, depth, exits, deepest_only)
+    shape = mask_shape(model, path, x)
+    rows = row_range(model, path, depth, deepest_only)
     if everything or rows is None:
       return np.ones(shape, np.float32)
     r = np.arange(shape[0])
@@ -144,6 +118,6 @@ def depth_mask(tree: PyTree, depth: int, exits: Sequence[int], everything: bool 
   return jax.tree_util.tree_map_with_path(leaf, tree)
 
 
-def zero_denominator(tree: PyTree) -> PyTree:
+def zero_denominator(model: EarlyExitModel, tree: PyTree) -> PyTree:
   return jax.tree_util.tree_map_with_path(
-      lambda p, x: jnp.zeros(mask_shape(p, x), jnp.float32), tree)
+      lambda p, x: jnp.zeros(mask_shape(model, p, x), jnp.float32), tree)

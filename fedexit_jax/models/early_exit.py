@@ -1,5 +1,6 @@
-"""Early-exit logits: one forward pass to a static depth yields the logits of every exit at or
-below it (exit e reads the output of transformer layer e)."""
+"""Early-exit logits as a function of plain parameter dicts: one forward pass to a static depth
+yields the logits of every exit at or below it (exit e reads the output of transformer layer e).
+The module form is modules.SpeechEarlyExit."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -9,20 +10,7 @@ import numpy as np
 
 from fedexit_jax.models import heads, wav2vec2
 from fedexit_jax.models.config import EncoderConfig
-
-
-def active_exits(config: EncoderConfig, exits: Sequence[int], depth: int) -> tuple[int, ...]:
-  """The exits a depth-`depth` forward pass reaches; validates exits and depth."""
-  exits = tuple(int(e) for e in exits)
-  L = config.num_hidden_layers
-  if not exits or list(exits) != sorted(set(exits)) or exits[0] < 1 or exits[-1] > L:
-    raise ValueError(f"exits must be strictly increasing layer numbers in [1, {L}], got {exits}")
-  if not isinstance(depth, (int, np.integer)) or not 1 <= depth <= L:
-    raise ValueError(f"depth must be an int in [1, {L}], got {depth!r}")
-  active = tuple(e for e in exits if e <= depth)
-  if not active:
-    raise ValueError(f"depth {depth} is below the first exit {exits[0]}: no exit would be computed")
-  return active
+from fedexit_jax.models.modules import active_exits
 
 
 def exit_logits(config: EncoderConfig, backbone_params: dict, head_params: dict,

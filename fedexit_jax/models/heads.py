@@ -1,8 +1,7 @@
-"""Exit heads: statistics pooling over valid frames, then one linear layer (the paper's
-classification head), stacked over exits so that one einsum serves every exit."""
+"""Exit heads as functions: statistics pooling over valid frames, then one linear layer (the
+paper's classification head), stacked over exits so that one einsum serves every exit. The module
+is modules.ExitHeads."""
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -11,12 +10,13 @@ STD_EPS = 1e-5  # inside the sqrt: keeps d std / d x finite when a clip is const
 
 
 def init_exit_heads(rng: jax.Array, hidden_size: int, num_classes: int, num_exits: int) -> dict:
-  """{"kernel": [E, 2H, C], "bias": [E, C]}: row e is the head of the e-th exit.
-
-  Kernels are N(0, 1/(2H)) (LeCun normal) so initial logits are O(1) whatever the width."""
-  std = 1.0 / math.sqrt(2 * hidden_size)
-  return {"kernel": std * jax.random.normal(rng, (num_exits, 2 * hidden_size, num_classes), jnp.float32),
-          "bias": jnp.zeros((num_exits, num_classes), jnp.float32)}
+  """{"kernel": [E, 2H, C], "bias": [E, C]}: row e is the head of the e-th exit (the state of
+  modules.ExitHeads: LeCun-normal kernels, so initial logits are O(1) whatever the width)."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from fedexit_jax.models import modules  # pylint: disable=import-outside-toplevel (cycle)
+  module = modules.init_fast(
+      lambda rngs: modules.ExitHeads(hidden_size, num_classes, num_exits, rngs=rngs), rng)
+  return nnx.to_pure_dict(nnx.state(module))
 
 
 def stats_pool(hidden: jax.Array, frame_mask: jax.Array | None = None, eps: float = STD_EPS) -> jax.Array:

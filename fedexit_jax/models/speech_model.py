@@ -1,0 +1,68 @@
+"""The wav2vec 2.0 / HuBERT early-exit model as the federated engine sees it.
+
+The engine (fedexit_jax.federated) trains a plain parameter tree {"backbone": ..., "heads": ...}:
+"backbone" is the encoder's tree (wav2vec2.py) without the frozen conv feature extractor, whose
+features are computed once and cached; "heads" are the exit heads stacked [E, ...]. The
+Transformer layers (backbone.encoder.layers, stacked [L, ...]) are the "layer" leaves, the heads
+the "exit" leaves, the rest is shared by every client.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fedexit_jax.federated.model import EarlyExitModel
+from fedexit_jax.models import early_exit, wav2vec2
+from fedexit_jax.models.config import EncoderConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechExitModel(EarlyExitModel):
+  """config: the encoder; exits: 1-based layers with an exit head.
+
+  train_feature_encoder=False (default): a client's `inputs` are cached conv features [N, T, C]
+  and `input_mask` frame masks [N, T]. True: `inputs` are waveforms [N, S], `input_mask` sample
+  masks [N, S], and the conv feature encoder is part of the trainable tree (split_params with
+  train_feature_encoder=True)."""
+  config: EncoderConfig
+  exits: tuple[int, ...]
+  train_feature_encoder: bool = False
+  layer_path = ("backbone", "encoder", "layers")
+  exit_path = ("heads",)
+
+  def __post_init__(self):
+    object.__setattr__(self, "exits", tuple(int(e) for e in self.exits))
+    self.validate()
+
+  @property
+  def num_layers(self) -> int:
+    return self.config.num_hidden_layers
+
+  def logits(self, params, inputs, input_mask, depth, heads_at):
+    if self.train_feature_encoder:
+      feats, fmask = wav2vec2.extract_features(self.config, params["backbone"], inputs, input_mask)
+    else:
+      feats, fmask = inputs, input_mask
+    return early_exit.exit_logits(self.config, params["backbone"], params["heads"], feats, fmask,
+                                  self.exits, depth, heads_at=heads_at)
+
+
+def split_params(model_params: dict, head_params: dict,
+                 train_feature_encoder: bool = False) -> tuple[dict, dict]:
+  """(trainable, frozen) from `wav2vec2.init_params` (or a converted checkpoint) and
+  `heads.init_exit_heads`.
+
+  With the feature encoder frozen (default) it goes to `frozen` and is used once, to cache conv
+  features; it is never copied per client. Unfrozen, it is part of the trainable tree.
+  """
+  backbone = {k: v for k, v in model_params.items() if k != "feature_extractor"}
+  fe = model_params.get("feature_extractor")
+  frozen: dict[str, Any] = {}
+  if fe is not None:
+    if train_feature_encoder:
+      backbone["feature_extractor"] = fe
+    else:
+      frozen["feature_extractor"] = fe
+  elif train_feature_encoder:
+    raise ValueError("train_feature_encoder=True but model_params has no 'feature_extractor'")
+  return {"backbone": backbone, "heads": head_params}, frozen
