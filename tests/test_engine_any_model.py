@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -153,3 +154,24 @@ def test_the_engine_imports_no_model_file():
           "bad = sorted(m for m in sys.modules if m.startswith('fedexit_jax.models')); "
           "assert not bad, bad")
   subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_readme_plug_in_example_runs_through_the_engine():
+  readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+  code = readme.split("## Federate your own model", 1)[1].split("```python", 1)[1].split("```")[0]
+  ns: dict = {}
+  exec(code, ns)  # pylint: disable=exec-used
+  spec = ns["spec"]
+  rs = np.random.RandomState(0)
+  params = {"embed": jnp.asarray(0.5 * rs.randn(D_IN, WIDTH), jnp.float32),
+            "layers": {"w": jnp.asarray(0.3 * rs.randn(LAYERS, WIDTH, WIDTH), jnp.float32),
+                       "b": jnp.zeros((LAYERS, WIDTH))},
+            "heads": {"w": jnp.asarray(0.3 * rs.randn(3, WIDTH, CLASSES), jnp.float32)}}
+  cohort = fl.cohort_from_dataset(_toy_data(), np.arange(6), np.array([1, 2, 3, 3, 2, 1]))
+  state = fl.init_server_state(params, spec.server_optimizer, jax.random.key(0))
+  new, m = fl.run_round(state, cohort, spec)
+  ref, _ = fl.run_round_reference(state, cohort, spec)
+  assert int(m["num_nonfinite"]) == 0
+  for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(ref.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert float(jnp.max(jnp.abs(new.params["layers"]["w"][2] - params["layers"]["w"][2]))) > 0
