@@ -139,8 +139,8 @@ class Bench:
   def memory(self, spec: fl.RoundSpec) -> dict[str, int]:
     """XLA's buffer assignment for the compiled round program (uses simulate's internals:
     the engine has no public hook for its compiled program)."""
-    chunks, bounds, slots = simulate.prepare(self.cohort, spec)
-    m = simulate._program(spec).lower(self.state(spec), chunks, bounds, slots).compile()  # pylint: disable=protected-access
+    args = simulate.prepare(self.cohort, spec)
+    m = simulate._program(spec).lower(self.state(spec), *args).compile()  # pylint: disable=protected-access
     m = m.memory_analysis()
     if m is None:
       return {}

@@ -104,12 +104,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   _write_run_info(workdir, data.summary, depths, corpus.root, encoder, cpu_devices,
                   skipped_files=corpus.train.num_skipped)
 
+  resident = fl.place_dataset(data.clients, spec)  # on the devices once: rounds gather by id
   ev, row, all_excluded = None, {}, 0
   bar = tqdm.trange(done, config.rounds, initial=done, total=config.rounds, desc="rounds",
                     disable=not config.progress_bar, dynamic_ncols=True)
   for r in bar:
     ids = fl.sample_clients(config.seed, r, num_clients, clients_per_round=config.clients_per_round)
-    cohort = fl.cohort_from_dataset(data.clients, ids, depths)
+    cohort = fl.cohort_from_dataset(resident, ids, depths)
     state, m = fl.run_round(state, cohort, spec)
     steps = np.asarray(m["num_steps"])
     row = {"round": r + 1,

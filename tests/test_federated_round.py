@@ -84,16 +84,59 @@ def test_round_equals_per_client_loop(setup, first_round):
   assert all(jax.tree.leaves(changed))  # every layer and head trained by someone moved
 
 
+def _count_host_bytes(monkeypatch) -> list[int]:
+  """Records the bytes of host arrays each call of simulate._to_device copies to the devices."""
+  moved, real = [], simulate._to_device
+
+  def counting(tree, sharding):
+    moved.append(sum(x.nbytes for x in jax.tree.leaves(tree) if isinstance(x, np.ndarray)))
+    return real(tree, sharding)
+
+  monkeypatch.setattr(simulate, "_to_device", counting)
+  return moved
+
+
+def test_resident_dataset_gives_the_same_round_and_copies_no_client_data(setup, first_round,
+                                                                          monkeypatch):
+  _, spec, state, dataset, depths = setup
+  cohort, (new, m) = first_round
+  resident = fl.place_dataset(dataset, spec)
+  moved = _count_host_bytes(monkeypatch)
+  new_r, m_r = fl.run_round(state, fl.cohort_from_dataset(resident, IDS, depths), spec)
+  assert_trees_close(new_r.params, new.params)
+  np.testing.assert_allclose(m_r["loss"], m["loss"], rtol=1e-5)
+  np.testing.assert_array_equal(m_r["weight"], m["weight"])  # small integers: exact
+  ref, _ = fl.run_round_reference(state, fl.cohort_from_dataset(resident, IDS, depths), spec)
+  assert_trees_close(ref.params, new.params)
+  # Rounds 2..4: no implicit host-to-device transfer at all, and the explicit copies are the
+  # layout (client rows, ids, bounds): a few bytes per client, not the clients' features.
+  moved.clear()
+  compiled = simulate._program(spec)._cache_size()
+  other = ([1, 3, 4, 5, 7, 9, 11, 0, 2, 10], [0, 2, 4, 6, 8, 10, 1, 3, 5, 7], IDS)
+  with jax.transfer_guard_host_to_device("disallow"):
+    for ids in other:
+      new_r, _ = fl.run_round(new_r, fl.cohort_from_dataset(resident, ids, depths), spec)
+  assert simulate._program(spec)._cache_size() == compiled  # other cohorts: no recompile
+  per_round = sum(moved) / len(other)
+  client_bytes = sum(np.asarray(a)[:len(IDS)].nbytes for a in dataset)
+  assert 0 < per_round < 500 < client_bytes, (per_round, client_bytes)
+  moved.clear()  # the host path copies the cohort's arrays every round
+  fl.run_round(new_r, fl.cohort_from_dataset(dataset, IDS, depths), spec)
+  assert sum(moved) > client_bytes
+
+
 def test_cohort_changes_never_recompile_and_shallow_rounds_keep_deep_layers(setup):
   _, spec, state, dataset, depths = setup
   program = simulate._program(spec)
-  for ids in (IDS, [1, 3, 4, 5, 7, 9, 11, 0, 2, 10], [0, 2, 4, 6, 8, 10, 1, 3, 5, 7]):
+  state, _ = fl.run_round(state, fl.cohort_from_dataset(dataset, IDS, depths), spec)
+  compiled = program._cache_size()  # (another test may have compiled the resident-data variant)
+  for ids in ([1, 3, 4, 5, 7, 9, 11, 0, 2, 10], [0, 2, 4, 6, 8, 10, 1, 3, 5, 7]):
     state, _ = fl.run_round(state, fl.cohort_from_dataset(dataset, ids, depths), spec)
   before = state
   # only depth-2 clients (and other data sizes): the deep layers and exit-4 head must not move.
   shallow_ids = [0, 2, 4, 6, 8, 10, 11, 1, 3, 5]
   state, m = fl.run_round(state, fl.cohort_from_dataset(dataset, shallow_ids, np.full(12, 2)), spec)
-  assert program._cache_size() == 1, "a different cohort recompiled the round"
+  assert program._cache_size() == compiled, "a different cohort recompiled the round"
   layers, old = state.params["backbone"]["encoder"]["layers"], before.params["backbone"]["encoder"]["layers"]
   # untrained parameters are kept by a `where` on the old value: bitwise equal by construction
   for new_leaf, old_leaf in zip(jax.tree.leaves(layers), jax.tree.leaves(old)):

@@ -29,9 +29,10 @@ Public API (stable; train.py and the benchmarks call exactly this):
                                  # level compiles its own bucket, so list only the tiers' depths)
         chunk_size=None)         # None: per-backend default (CPU 1, accelerators 16 per device)
     state = fl.init_server_state(params, spec.server_optimizer, jax.random.key(seed))
+    resident = fl.place_dataset(dataset, spec)  # on the device(s) once; rounds gather by id
     for r in range(rounds):
       ids = fl.sample_clients(seed, r, M, clients_per_round=K)        # deterministic in (seed, r)
-      state, metrics = fl.run_round(state, fl.cohort_from_dataset(dataset, ids, depths), spec)
+      state, metrics = fl.run_round(state, fl.cohort_from_dataset(resident, ids, depths), spec)
       ev = fl.evaluate(model, state.params, test_feats, test_fmask, test_labels)
       # ev["error"][i] = test error at exit model.exits[i]; metrics["loss"] [K], ...
 
@@ -52,17 +53,19 @@ from fedexit_jax.federated.model import EarlyExitModel
 from fedexit_jax.federated.sampling import sample_clients
 from fedexit_jax.federated.server import (SERVER_OPTIMIZERS, ServerState, init_server_state,
                                           server_optimizer)
-from fedexit_jax.federated.simulate import (Cohort, RoundSpec, cohort_from_dataset,
-                                            default_chunk_size, run_round, run_round_reference)
+from fedexit_jax.federated.simulate import (Cohort, ResidentDataset, RoundSpec,
+                                            cohort_from_dataset, default_chunk_size,
+                                            place_dataset, run_round, run_round_reference)
 from fedexit_jax.federated.tiers import (Tier, client_depths, explicit_depths, homogeneous_tiers,
                                          paper_tiers)
 from fedexit_jax.federated.trees import slice_to_depth
 
 __all__ = [
     "SCHEMES", "SERVER_OPTIMIZERS", "ClientData", "ClientMetrics", "ClientSpec", "ClientState",
-    "Cohort", "EarlyExitModel", "RoundSpec", "ServerState", "Tier", "client_depths",
-    "client_final", "client_init", "client_step", "client_weights", "cohort_from_dataset",
-    "default_chunk_size", "evaluate", "explicit_depths", "homogeneous_tiers", "init_server_state",
-    "masked_tree_mean", "paper_tiers", "run_round", "run_round_reference", "sample_clients",
-    "server_optimizer", "slice_to_depth", "train_chunk", "train_client",
+    "Cohort", "EarlyExitModel", "ResidentDataset", "RoundSpec", "ServerState", "Tier",
+    "client_depths", "client_final", "client_init", "client_step", "client_weights",
+    "cohort_from_dataset", "default_chunk_size", "evaluate", "explicit_depths",
+    "homogeneous_tiers", "init_server_state", "masked_tree_mean", "paper_tiers", "place_dataset",
+    "run_round", "run_round_reference", "sample_clients", "server_optimizer", "slice_to_depth",
+    "train_chunk", "train_client",
 ]

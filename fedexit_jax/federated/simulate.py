@@ -71,20 +71,58 @@ class RoundSpec:
       raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
 
 
+class ResidentDataset(NamedTuple):
+  """Every client's data placed on the device(s) once (place_dataset): a round gathers its
+  sampled clients inside the compiled program, so no client data crosses from the host per round.
+  """
+  data: ClientData          # device arrays [M, N, ...], replicated over the mesh
+  num_examples: np.ndarray  # [M] host copy of the real examples per client (for the layout)
+
+
 class Cohort(NamedTuple):
-  """The clients sampled for one round. data leaves have a leading client axis K."""
-  data: ClientData        # inputs [K, N, T, C], input_mask [K, N, T], labels [K, N], example_mask [K, N]
-  client_ids: np.ndarray  # [K] ints: seeds each client's local shuffle (fold_in of the round key)
+  """The clients sampled for one round.
+
+  data: their arrays, leaves with a leading client axis K (inputs [K, N, ...], input_mask,
+    labels [K, N], example_mask [K, N]); or the ResidentDataset they are taken from, by id."""
+  data: ClientData | ResidentDataset
+  client_ids: np.ndarray  # [K] ints: seeds each client's local shuffle (fold_in of the round key);
+                          # with a ResidentDataset also the clients' rows in it
   depths: np.ndarray      # [K] ints, host-side: decides the client's bucket
 
 
-def cohort_from_dataset(dataset: ClientData, client_ids: Sequence[int],
+def place_dataset(dataset: ClientData, spec: RoundSpec) -> ResidentDataset:
+  """Copies a dataset stacked over all M clients ([M, N, ...] leaves) to the devices of the
+  round's mesh once, replicated (each device gathers its own clients without communication).
+  The whole dataset must fit on one device."""
+  num_examples = np.asarray(dataset.example_mask).reshape(len(dataset.labels), -1).sum(1)
+  data = _to_device(ClientData(*(np.asarray(a) for a in dataset)),
+                    NamedSharding(_mesh(spec), P()))
+  return ResidentDataset(data, num_examples.astype(np.int64))
+
+
+def cohort_from_dataset(dataset: ClientData | ResidentDataset, client_ids: Sequence[int],
                         depths: Sequence[int]) -> Cohort:
-  """Selects the sampled clients from a dataset stacked over all M clients ([M, N, ...] leaves).
-  `depths` are the depths of ALL M clients (tiers.client_depths)."""
+  """The sampled clients of a dataset stacked over all M clients ([M, N, ...] leaves), or of a
+  ResidentDataset (then nothing is copied: the round gathers them on the device). `depths` are
+  the depths of ALL M clients (tiers.client_depths)."""
   ids = np.asarray(client_ids, np.int64)
-  return Cohort(ClientData(*(np.asarray(a)[ids] for a in dataset)), ids.astype(np.int32),
-                np.asarray(depths)[ids].astype(np.int32))
+  depths = np.asarray(depths)[ids].astype(np.int32)
+  if isinstance(dataset, ResidentDataset):
+    return Cohort(dataset, ids.astype(np.int32), depths)
+  return Cohort(ClientData(*(np.asarray(a)[ids] for a in dataset)), ids.astype(np.int32), depths)
+
+
+def cohort_data(cohort: Cohort) -> ClientData:
+  """The cohort's client arrays [K, N, ...] (gathered from a ResidentDataset if need be)."""
+  if isinstance(cohort.data, ResidentDataset):
+    ids = jnp.asarray(cohort.client_ids)
+    return ClientData(*(a[ids] for a in cohort.data.data))
+  return cohort.data
+
+
+def _to_device(tree, sharding):
+  """The one place a round copies host arrays to the devices (tests count its bytes)."""
+  return jax.device_put(tree, sharding)
 
 
 def default_chunk_size(backend: str | None = None) -> int:
@@ -178,10 +216,15 @@ _METRICS = ("loss", "finite", "weight", "num_examples", "num_steps")
 
 
 def _chunk_step(spec: RoundSpec, depth: int, params: PyTree, round_key: jax.Array, chunks,
-                j, carry):
-  """Trains chunk j (all clients of depth `depth`) and adds it to the accumulator."""
+                dataset: ClientData | None, j, carry):
+  """Trains chunk j (all clients of depth `depth`) and adds it to the accumulator. With a
+  resident `dataset`, chunks hold the clients' rows in it and the chunk is gathered here."""
   acc, bufs = carry
   data, ids, valid = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, j, 0, False), chunks)
+  if dataset is not None:
+    rows = data
+    data = ClientData(*(a[rows] for a in dataset))
+    data = data._replace(example_mask=data.example_mask & valid[:, None])
   shard = NamedSharding(_mesh(spec), P(AXIS))
   data, ids, valid = jax.lax.with_sharding_constraint((data, ids, valid), shard)
   sliced = spec.client.slice_params(params, depth)
@@ -229,31 +272,38 @@ def _finish(spec: RoundSpec, state: server.ServerState, rng: jax.Array, acc, buf
 
 @functools.lru_cache(maxsize=None)
 def _program(spec: RoundSpec):
-  def program(state, chunks, bounds, slots):
+  def program(state, chunks, bounds, slots, dataset):
     rng, round_key = jax.random.split(state.rng)
     acc, bufs = _start(spec.client.model, state.params, *chunks[2].shape)
     carry = (acc, bufs)
     for li, d in enumerate(spec.depth_levels):
-      body = functools.partial(_chunk_step, spec, d, state.params, round_key, chunks)
+      body = functools.partial(_chunk_step, spec, d, state.params, round_key, chunks, dataset)
       carry = jax.lax.fori_loop(bounds[li, 0], bounds[li, 1], body, carry)
     return _finish(spec, state, rng, *carry, slots)
   return jax.jit(program)
 
 
 def round_program(spec: RoundSpec):
-  """The jitted round, program(state, chunks, bounds, slots) -> (state, metrics), with the
-  arguments `prepare` builds: for lowering it (cost and memory analysis) or timing it alone."""
+  """The jitted round, program(state, chunks, bounds, slots, dataset) -> (state, metrics), with
+  the arguments `prepare` builds: for lowering it (cost and memory analysis) or timing it alone."""
   return _program(spec)
 
 
 def prepare(cohort: Cohort, spec: RoundSpec):
-  """Host-side layout of a cohort: (chunks=(data, ids, valid) [num_chunks, chunk, ...] placed
-  sharded over the mesh, bounds, slots)."""
+  """Host-side layout of a cohort: the program's arguments after the state, (chunks, bounds,
+  slots, dataset). chunks = (data, ids, valid) [num_chunks, chunk, ...] placed sharded over the
+  mesh; with a ResidentDataset, `data` is the clients' rows in it (a few bytes per client) and
+  `dataset` its device arrays, else `dataset` is None."""
   if spec.weighting == "homogeneous" and len(set(np.asarray(cohort.depths).tolist())) > 1:
     raise ValueError("weighting 'homogeneous' needs every client at one depth, got depths "
                      f"{sorted(set(np.asarray(cohort.depths).tolist()))}")
-  chunk = effective_chunk_size(spec, len(cohort.depths))
-  sizes = np.asarray(cohort.data.example_mask).reshape(len(cohort.depths), -1).sum(1)
+  k = len(cohort.depths)
+  chunk = effective_chunk_size(spec, k)
+  resident = isinstance(cohort.data, ResidentDataset)
+  if resident:
+    sizes = cohort.data.num_examples[np.asarray(cohort.client_ids)]
+  else:
+    sizes = np.asarray(cohort.data.example_mask).reshape(k, -1).sum(1)
   lay = layout(cohort.depths, spec.depth_levels, chunk, sizes)
   idx = np.maximum(lay.order, 0)
   valid = lay.order >= 0
@@ -262,13 +312,17 @@ def prepare(cohort: Cohort, spec: RoundSpec):
     a = np.asarray(a)[idx]
     return a.reshape((-1, chunk) + a.shape[1:])
 
-  data = ClientData(*(arrange(a) for a in cohort.data))
-  data = data._replace(example_mask=data.example_mask & valid.reshape(-1, chunk)[..., None])
   ids = arrange(np.asarray(cohort.client_ids, np.int32))
-  chunks = (data, ids, valid.reshape(-1, chunk))
-  mesh = _mesh(spec)
-  chunks = jax.device_put(chunks, NamedSharding(mesh, P(None, AXIS)))
-  return chunks, jnp.asarray(lay.bounds), jnp.asarray(lay.slots)
+  if resident:
+    data, dataset = ids, cohort.data.data  # rows of the resident dataset
+  else:
+    data = ClientData(*(arrange(a) for a in cohort.data))
+    data = data._replace(example_mask=data.example_mask & valid.reshape(-1, chunk)[..., None])
+    dataset = None
+  chunks = _to_device((data, ids, valid.reshape(-1, chunk)),
+                      NamedSharding(_mesh(spec), P(None, AXIS)))
+  small = _to_device((lay.bounds, lay.slots), NamedSharding(_mesh(spec), P()))
+  return (chunks, *small, dataset)
 
 
 def run_round(state: server.ServerState, cohort: Cohort, spec: RoundSpec):
@@ -279,9 +333,9 @@ def run_round(state: server.ServerState, cohort: Cohort, spec: RoundSpec):
   "mean_loss" (example-weighted over finite clients), "update_norm" (of the mean delta); and, as
   host numpy arrays, "depth" and "client_id" [K]."""
   model_lib.check_layout(spec.client.model, state.params)
-  chunks, bounds, slots = prepare(cohort, spec)
+  args = prepare(cohort, spec)
   state = jax.device_put(state, NamedSharding(_mesh(spec), P()))
-  state, metrics = _program(spec)(state, chunks, bounds, slots)
+  state, metrics = _program(spec)(state, *args)
   metrics["depth"] = np.asarray(cohort.depths)
   metrics["client_id"] = np.asarray(cohort.client_ids)
   return state, metrics
@@ -295,8 +349,9 @@ def run_round_reference(state: server.ServerState, cohort: Cohort, spec: RoundSp
   model = spec.client.model
   naive = aggregate.counts_untrained(spec.weighting)
   deltas, masks, weights, metrics = [], [], [], []
+  cdata = cohort_data(cohort)
   for k, d in enumerate(np.asarray(cohort.depths).tolist()):
-    data = ClientData(*(jnp.asarray(a[k]) for a in cohort.data))
+    data = ClientData(*(jnp.asarray(a[k]) for a in cdata))
     key = jax.random.fold_in(round_key, int(cohort.client_ids[k]))
     delta, m = _jit_train(spec.client, d)(spec.client.slice_params(state.params, d), data, key)
     w = aggregate.client_weights(spec.weighting, m.num_examples, d)
