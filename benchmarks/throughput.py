@@ -13,7 +13,10 @@ Contenders for one round (same weights, data, depths 3/6, local steps, batch siz
   pytorch    a Python loop over clients of transformers' HubertModel truncated to the client's
              depth, CNN frozen but recomputed on raw audio every step (benchmarks/torch_baseline).
 Times are medians of steady-state rounds after one untimed (compiling) round.
-Ends with: "speedup vs per-client loop: <x>x at <K> clients" and "speedup vs PyTorch loop: ...".
+  drjax      the same round written with DrJAX (`drjax.map_fn` over each depth group, then the
+             per-layer weighted mean; benchmarks/drjax_baseline.py), when drjax is installed.
+Ends with: "speedup vs per-client loop: <x>x at <K> clients", "speedup vs PyTorch loop: ..." and
+(with drjax installed) "speedup vs DrJAX: ...".
 """
 from __future__ import annotations
 
@@ -131,6 +134,12 @@ class Bench:
           lambda: block(fl.run_round(state, self.cohort, spec)[0]), reps)[0]
     return self._times[spec, reps]
 
+  def time_drjax(self, spec: fl.RoundSpec, reps: int) -> float:
+    """The same round written with DrJAX (benchmarks/drjax_baseline.py)."""
+    from benchmarks import drjax_baseline  # pylint: disable=import-outside-toplevel
+    state = self.state(spec)
+    return median_time(lambda: block(drjax_baseline.run_round(state, self.cohort, spec)), reps)[0]
+
   def time_reference(self, spec: fl.RoundSpec, reps: int) -> float:
     state = self.state(spec)
     return median_time(lambda: block(fl.run_round_reference(state, self.cohort, spec)[0]),
@@ -210,7 +219,18 @@ def round_throughput(bench: Bench, reps: int, chunk_variants=(), torch_clients=N
   if with_torch and bench.hf is not None:
     out["pytorch"] = torch_round(bench, reps, torch_clients, torch_threads)
     out["speedup_vs_pytorch"] = out["pytorch"]["seconds"] / out["engine"]["seconds"]
+  if _drjax_usable():
+    out["drjax"] = _rates(w, bench.time_drjax(spec, reps))
+    out["speedup_vs_drjax"] = out["drjax"]["seconds"] / out["engine"]["seconds"]
   return out
+
+
+def _drjax_usable() -> bool:
+  try:
+    import drjax  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    return False
+  return True
 
 
 def torch_round(bench: Bench, reps: int, torch_clients: int | None,
@@ -344,6 +364,9 @@ def markdown(res: dict[str, Any]) -> str:
     note = "" if p["clients_timed"] == h["clients"] else f", {p['clients_timed']} clients timed, scaled"
     row(f"PyTorch HubertModel per-client loop ({p['threads']} thread(s){note})", p,
         h["speedup_vs_pytorch"])
+  if "drjax" in h:
+    row("DrJAX (drjax.map_fn over each depth group, then the per-layer weighted mean)",
+        h["drjax"], h["speedup_vs_drjax"])
   if h.get("cache_features_seconds") is not None:
     lines.append(f"\nOne-off conv-feature cache for all {h['clients']} clients (incl. compile): "
                  f"{h['cache_features_seconds']:.2f} s.")
@@ -456,6 +479,8 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
     lines.append(f"speedup vs per-client loop: {h['speedup_vs_loop']:.2f}x at {k} clients")
   if "speedup_vs_pytorch" in h:
     lines.append(f"speedup vs PyTorch loop: {h['speedup_vs_pytorch']:.2f}x at {k} clients")
+  if "speedup_vs_drjax" in h:
+    lines.append(f"speedup vs DrJAX: {h['speedup_vs_drjax']:.2f}x at {k} clients")
   return lines
 
 

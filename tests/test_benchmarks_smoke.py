@@ -52,10 +52,12 @@ def test_tiny_gpu_mode_writes_results(tmp_path, capsys):
     assert _finite_positive(x)
   md = out.with_suffix(".md").read_text()
   assert res["machine"]["device_kind"] in md and "Distance to the limit" in md
-  last = capsys.readouterr().out.strip().splitlines()
-  assert re.fullmatch(r"speedup vs per-client loop: [0-9.]+x at 4 clients", last[-2 if "pytorch" in r else -1])
-  if "pytorch" in r:
-    assert re.fullmatch(r"speedup vs PyTorch loop: [0-9.]+x at 4 clients", last[-1])
+  if "drjax" in r:  # drjax is a test extra: the same round written with DrJAX
+    assert _finite_positive(r["speedup_vs_drjax"]) and "DrJAX" in md
+  expect = ["per-client loop"] + ["PyTorch loop"] * ("pytorch" in r) + ["DrJAX"] * ("drjax" in r)
+  last = capsys.readouterr().out.strip().splitlines()[-len(expect):]
+  for line, name in zip(last, expect):
+    assert re.fullmatch(rf"speedup vs {name}: [0-9.]+x at 4 clients", line), line
 
 
 def test_markdown_renders_every_section():
