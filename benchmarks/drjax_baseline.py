@@ -38,15 +38,21 @@ def group_program(spec: fl.RoundSpec, depth: int, num_clients: int):
   """jit(drjax program): (sliced params, group data [k, ...], keys [k]) -> (sum of w * delta,
   sum of w) over the k clients of one depth, w = n_i * depth (the paper's Eq. 1 weights)."""
   drjax = _require_drjax()
+  # The engine's 1-D device mesh, whose axis is named like the placement, so DrJAX shards the
+  # clients over the devices as it does on a pod (when the group divides evenly over them).
+  mesh = simulate._mesh(spec)  # pylint: disable=protected-access
+  mesh = mesh if num_clients % mesh.size == 0 else None
 
   @drjax.program(placements={"clients": num_clients})
   def group(params, data, keys):
-    placed = drjax.broadcast(params)
+    placed = drjax.broadcast(params, mesh=mesh)
     delta, metrics = drjax.map_fn(
-        lambda p, d, k: fl.train_client(spec.client, depth, p, d, k), (placed, data, keys))
+        lambda p, d, k: fl.train_client(spec.client, depth, p, d, k), (placed, data, keys),
+        mesh=mesh)
     w = drjax.map_fn(lambda n, ok: jnp.where(ok, n * depth, 0.0),
-                     (metrics.num_examples, metrics.finite))
-    weighted = drjax.map_fn(lambda x, wi: jax.tree.map(lambda a: a * wi, x), (delta, w))
+                     (metrics.num_examples, metrics.finite), mesh=mesh)
+    weighted = drjax.map_fn(lambda x, wi: jax.tree.map(lambda a: a * wi, x), (delta, w),
+                            mesh=mesh)
     return drjax.reduce_sum(weighted), drjax.reduce_sum(w)
 
   return jax.jit(group)

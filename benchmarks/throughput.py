@@ -81,7 +81,7 @@ def plan(mode: str, tiny: bool = False) -> Plan:
     return Plan(mode + "-tiny", w, 1, (), None, (2, 4), (4,), (w,), 128, 4, (1,))
   if mode == "quick":
     w = Workload(num_clients=32, batch_size=4, local_steps=2, clip_samples=8000)
-    return Plan("quick", w, 3, (32,), 16, (8, 32), (32,), (w,), 1024, 16)
+    return Plan("quick", w, 3, (16, 32), 16, (8, 32), (32,), (w,), 1024, 16)
   if mode == "gpu":
     w = Workload(preset="base", num_clients=256, batch_size=8, local_steps=2, clip_samples=16000)
     small = dataclasses.replace(w, preset="small")
