@@ -30,7 +30,6 @@ def _child(tree: str, rounds: int) -> dict:
   from fedexit_jax import runtime  # pylint: disable=import-outside-toplevel
   runtime.use_cpu_devices("auto")
   import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
   from fedexit_jax import config_utils, pipeline  # pylint: disable=import-outside-toplevel
   from fedexit_jax import federated as fl  # pylint: disable=import-outside-toplevel
   from fedexit_jax.federated import simulate  # pylint: disable=import-outside-toplevel

@@ -227,7 +227,7 @@ def round_throughput(bench: Bench, reps: int, chunk_variants=(), torch_clients=N
 
 def _drjax_usable() -> bool:
   try:
-    import drjax  # pylint: disable=import-outside-toplevel,unused-import
+    import drjax  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
   except ImportError:
     return False
   return True
