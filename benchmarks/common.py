@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import optax
 
+from fedexit_jax.speech_model import SpeechExitModel
 from fedexit_jax import federated as fl
 from fedexit_jax import models
 from fedexit_jax.models import config as mconfig
@@ -71,7 +72,7 @@ class Workload:
 def _client_spec(config, learning_rate, local_steps, batch_size) -> fl.ClientSpec:
   # One object per setting: optax.sgd() makes new closures each call, and a new ClientSpec (hence
   # RoundSpec) would recompile the round.
-  return fl.ClientSpec(models.SpeechExitModel(config, EXITS), optimizer=optax.sgd(learning_rate), loss="last",
+  return fl.ClientSpec(SpeechExitModel(config, EXITS), optimizer=optax.sgd(learning_rate), loss="last",
                        local_steps=local_steps, batch_size=batch_size)
 
 

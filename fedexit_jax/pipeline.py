@@ -18,7 +18,9 @@ import optax
 
 from fedexit_jax import config_utils
 from fedexit_jax import federated as fl
-from fedexit_jax import models, pretrain
+from fedexit_jax import models
+from fedexit_jax.convert import pretrained
+from fedexit_jax.speech_model import SpeechExitModel
 from fedexit_jax.data import partition, speech_commands, synth
 from fedexit_jax.models import heads, wav2vec2
 from fedexit_jax.models.config import EncoderConfig
@@ -155,9 +157,9 @@ def preflight(config: ml_collections.ConfigDict) -> None:
   if ckpt is None:
     return
   from fedexit_jax.convert import pytorch  # pylint: disable=import-outside-toplevel
-  if str(ckpt).startswith(pretrain.BUILTIN_PREFIX):
+  if str(ckpt).startswith(pretrained.BUILTIN_PREFIX):
     try:
-      ckpt = pretrain.resolve_builtin(ckpt)
+      ckpt = pretrained.resolve_builtin(ckpt)
     except ValueError as e:  # an unknown built-in name
       raise config_utils.ConfigError(f"model.checkpoint: {e}") from None
   path = Path(ckpt).expanduser()
@@ -187,7 +189,7 @@ def init_model(config: ml_collections.ConfigDict, encoder: EncoderConfig, rng: j
   if ckpt is None:
     params = wav2vec2.init_params(encoder, k_model)
   else:
-    encoder, params = models.pretrained.load_backbone(ckpt)
+    encoder, params = pretrained.load_backbone(ckpt)
     check_against_checkpoint(config, encoder)
   head_params = heads.init_exit_heads(k_heads, encoder.hidden_size, config.data.num_classes,
                                       len(config.model.exits))
@@ -286,7 +288,7 @@ def client_depths(config: ml_collections.ConfigDict, encoder: EncoderConfig, num
 def round_spec(config: ml_collections.ConfigDict, encoder: EncoderConfig,
                depth_levels: tuple[int, ...]) -> fl.RoundSpec:
   so = config.server_optimizer
-  model = models.SpeechExitModel(encoder, tuple(config.model.exits),
+  model = SpeechExitModel(encoder, tuple(config.model.exits),
                                  train_feature_encoder=not config.model.freeze_feature_encoder)
   client = fl.ClientSpec(model, optimizer=client_optimizer(config.client_optimizer),
                          loss=LOSS_NAMES[config.loss], local_epochs=config.local_epochs,

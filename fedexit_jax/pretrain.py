@@ -41,18 +41,8 @@ import optax
 
 from fedexit_jax.models import wav2vec2
 from fedexit_jax.models.config import EncoderConfig
-from fedexit_jax.models.pretrained import BUILTIN_PREFIX
 
 log = logging.getLogger(__name__)
-
-_ASSETS = Path(__file__).parent / "assets"
-# The default backbone is the "exits" recipe's: at this scale (1,500 steps on 2,669 clips) the
-# HuBERT-faithful recipe gives a much weaker backbone (linear probe 69% vs 84%, default run 42.6%
-# vs 20.1% error at exit 3 on the earlier corpus; README "Self-supervised backbones"), so it
-# ships beside it.
-BUILTIN = {"small_ssl": _ASSETS / "small_ssl",  # the default: recipe "exits"
-           "small_ssl_exits": _ASSETS / "small_ssl",  # the same checkpoint, named by its recipe
-           "small_ssl_hubert": _ASSETS / "small_ssl_hubert"}  # recipe "hubert"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,19 +66,6 @@ RECIPES = {
     "exits": PretrainSpec(recipe="exits", exits=(3, 6, 9, 12), num_clusters=64, mask_prob=0.1,
                           mask_span=5, unmasked_weight=0.5),
 }
-
-
-def resolve_builtin(name: str) -> Path:
-  """'builtin:small_ssl' -> the checkpoint folder shipped in the package."""
-  key = name[len(BUILTIN_PREFIX):]
-  if key not in BUILTIN:
-    raise ValueError(f"unknown built-in checkpoint {name!r}; choose one of "
-                     f"{[BUILTIN_PREFIX + k for k in BUILTIN]}")
-  path = BUILTIN[key]
-  if not (path / "params").is_dir():
-    raise FileNotFoundError(f"built-in checkpoint {name!r} is missing from {path}; reinstall the "
-                            "package or remake it with `fedexit pretrain`")
-  return path
 
 
 # ---- targets -------------------------------------------------------------------------------------

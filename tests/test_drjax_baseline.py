@@ -14,6 +14,7 @@ pytest.importorskip("drjax")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed
 from benchmarks import drjax_baseline  # pylint: disable=g-import-not-at-top
 
+from fedexit_jax.speech_model import SpeechExitModel
 from fedexit_jax import federated as fl  # pylint: disable=g-import-not-at-top
 from fedexit_jax import models
 from fedexit_jax.models import config as mconfig, heads, wav2vec2
@@ -27,7 +28,7 @@ def test_drjax_round_equals_the_engine_round():
                       num_conv_pos_embedding_groups=2)
   params, _ = models.split_params(wav2vec2.init_params(cfg, jax.random.key(0)),
                                   heads.init_exit_heads(jax.random.key(1), 32, CLASSES, 2))
-  spec = fl.RoundSpec(fl.ClientSpec(models.SpeechExitModel(cfg, EXITS), optax.sgd(0.1),
+  spec = fl.RoundSpec(fl.ClientSpec(SpeechExitModel(cfg, EXITS), optax.sgd(0.1),
                                     local_epochs=2, batch_size=4),
                       weighting="paper", depth_levels=EXITS, chunk_size=1)
   rs = np.random.RandomState(0)

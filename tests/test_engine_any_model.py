@@ -149,9 +149,11 @@ def test_a_misdeclared_layout_is_named():
     fl.ClientSpec("not a model")
 
 
-def test_the_engine_imports_no_model_file():
-  code = ("import sys, fedexit_jax.federated; "
-          "bad = sorted(m for m in sys.modules if m.startswith('fedexit_jax.models')); "
+@pytest.mark.parametrize("package,forbidden", [("fedexit_jax.federated", "fedexit_jax.models"),
+                                               ("fedexit_jax.models", "fedexit_jax.federated")])
+def test_the_engine_and_the_models_import_nothing_of_each_other(package, forbidden):
+  code = (f"import sys, {package}; "
+          f"bad = sorted(m for m in sys.modules if m.startswith('{forbidden}')); "
           "assert not bad, bad")
   subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+from fedexit_jax.speech_model import SpeechExitModel
 from fedexit_jax import models
 from fedexit_jax import accounting
 from fedexit_jax import federated as fl
@@ -43,7 +44,7 @@ OPT, SERVER = optax.sgd(0.5), fl.server_optimizer("fedavg", 1.0)  # one object: 
 
 @functools.lru_cache(maxsize=None)
 def _spec(cfg, loss, weighting):
-  client = fl.ClientSpec(models.SpeechExitModel(cfg, EXITS), OPT, loss=loss, local_steps=2, batch_size=2)
+  client = fl.ClientSpec(SpeechExitModel(cfg, EXITS), OPT, loss=loss, local_steps=2, batch_size=2)
   return fl.RoundSpec(client, SERVER, weighting=weighting, depth_levels=EXITS, chunk_size=1)
 
 
@@ -99,8 +100,8 @@ def test_naive_fedavg_still_dilutes_the_head_it_did_not_train(setup):
 
 def test_deepest_client_holds_and_uploads_only_its_head(setup):
   cfg, params, _ = setup
-  last = fl.ClientSpec(models.SpeechExitModel(cfg, EXITS), loss="last")
-  summed = fl.ClientSpec(models.SpeechExitModel(cfg, EXITS), loss="sum")
+  last = fl.ClientSpec(SpeechExitModel(cfg, EXITS), loss="last")
+  summed = fl.ClientSpec(SpeechExitModel(cfg, EXITS), loss="sum")
   assert last.heads_at(6) == (6,) and summed.heads_at(6) == (3, 6)
   assert jax.tree.leaves(last.slice_params(params, 6)["heads"])[0].shape[0] == 1
   head_row = accounting.tree_bytes(jax.tree.map(lambda x: x[0], params["heads"]))
@@ -116,7 +117,7 @@ def test_deepest_client_holds_and_uploads_only_its_head(setup):
 def test_evaluate_reports_only_requested_heads(setup):
   cfg, params, data = setup
   x, fm, labels = data.inputs[0], data.input_mask[0], data.labels[0]
-  model = models.SpeechExitModel(cfg, EXITS)
+  model = SpeechExitModel(cfg, EXITS)
   full = fl.evaluate(model, params, x, fm, labels)
   only6 = fl.evaluate(model, params, x, fm, labels, heads_at=(6,))
   assert only6["error"].shape == (1,)

@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from fedexit_jax.speech_model import SpeechExitModel
 from fedexit_jax import models
 from fedexit_jax import federated as fl
 from fedexit_jax.federated import client as fc
@@ -37,7 +38,7 @@ def _batch(n=4, t=6, seed=0):
 
 
 def test_epoch_schedule_real_examples_first_then_noop_batches():
-  spec = fl.ClientSpec(models.SpeechExitModel(mconfig.small(), (3,)), batch_size=2, local_epochs=2)
+  spec = fl.ClientSpec(SpeechExitModel(mconfig.small(), (3,)), batch_size=2, local_epochs=2)
   mask = jnp.array([True, True, True, False, False])
   idx, ok = fc.batch_schedule(spec, mask, jax.random.key(0))
   assert idx.shape == ok.shape == (6, 2)  # 2 epochs x ceil(5 / 2) batches
@@ -48,7 +49,7 @@ def test_epoch_schedule_real_examples_first_then_noop_batches():
 
 
 def test_step_schedule_cycles_real_examples():
-  spec = fl.ClientSpec(models.SpeechExitModel(mconfig.small(), (3,)), batch_size=2, local_steps=4)
+  spec = fl.ClientSpec(SpeechExitModel(mconfig.small(), (3,)), batch_size=2, local_steps=4)
   idx, ok = fc.batch_schedule(spec, jnp.array([False, True, True, True, False]), jax.random.key(1))
   assert bool(jnp.all(ok))
   counts = np.bincount(np.asarray(idx).ravel(), minlength=5)
@@ -62,7 +63,7 @@ def test_losses_last_sum_and_depthfl_distillation(model):
   params, _ = models.split_params(full, head)
   batch = _batch()
   batch = batch._replace(example_mask=jnp.array([True, True, True, False]))
-  specs = {k: fl.ClientSpec(models.SpeechExitModel(cfg, EXITS), loss=k, distill_temperature=2.0) for k in fc.LOSSES}
+  specs = {k: fl.ClientSpec(SpeechExitModel(cfg, EXITS), loss=k, distill_temperature=2.0) for k in fc.LOSSES}
   logits = np.asarray(fc.exit_logits(specs["sum"], 4, params, batch), np.float64)  # [2, 4, 3]
   m = np.array([1, 1, 1, 0.0])
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -91,10 +92,10 @@ def test_losses_last_sum_and_depthfl_distillation(model):
 def test_empty_batch_is_a_noop_and_fedprox_pulls_towards_server(model):
   cfg, full, head = model
   params, _ = models.split_params(full, head)
-  sliced = fl.slice_to_depth(models.SpeechExitModel(cfg, EXITS), params, 2)
+  sliced = fl.slice_to_depth(SpeechExitModel(cfg, EXITS), params, 2)
   lr, mu = 0.1, 0.5
-  plain = fl.ClientSpec(models.SpeechExitModel(cfg, EXITS), optax.sgd(lr))
-  prox = fl.ClientSpec(models.SpeechExitModel(cfg, EXITS), optax.sgd(lr), prox_mu=mu)
+  plain = fl.ClientSpec(SpeechExitModel(cfg, EXITS), optax.sgd(lr))
+  prox = fl.ClientSpec(SpeechExitModel(cfg, EXITS), optax.sgd(lr), prox_mu=mu)
   anchor = jax.tree.map(lambda x: x + 0.01, sliced)  # pretend the server copy differs
   batch = _batch()
   step = lambda spec, b: jax.jit(functools.partial(fl.client_step, spec, 2))(
@@ -114,7 +115,7 @@ def test_unfrozen_feature_encoder_trains_the_conv_stack(model):
   cfg, full, head = model
   params, frozen = models.split_params(full, head, train_feature_encoder=True)
   assert "feature_extractor" in params["backbone"] and not frozen
-  spec = fl.ClientSpec(models.SpeechExitModel(cfg, EXITS, train_feature_encoder=True),
+  spec = fl.ClientSpec(SpeechExitModel(cfg, EXITS, train_feature_encoder=True),
                        optax.sgd(0.1), local_steps=1, batch_size=2)
   rs = np.random.RandomState(0)
   wave = jnp.asarray(rs.randn(2, 1600), jnp.float32)
@@ -139,10 +140,10 @@ def test_evaluate_and_cache_features(model):
   np.testing.assert_allclose(feats.reshape(direct.shape), direct, atol=1e-5)
   x, fm = feats.reshape(direct.shape), fmask.reshape(10, -1)
   labels = rs.randint(0, 3, 10)
-  ev = fl.evaluate(models.SpeechExitModel(cfg, EXITS), params, x, fm, labels, batch_size=4)  # 3 batches, last padded
+  ev = fl.evaluate(SpeechExitModel(cfg, EXITS), params, x, fm, labels, batch_size=4)  # 3 batches, last padded
   logits = early_exit.exit_logits(cfg, params["backbone"], params["heads"], x, fm, EXITS, 4)
   expect = 1.0 - (np.argmax(np.asarray(logits), -1) == labels[None]).mean(1)
   np.testing.assert_allclose(ev["error"], expect, rtol=1e-6)
   assert ev["correct"].shape == ev["confidence"].shape == (2, 10)
   with pytest.raises(ValueError, match="empty"):
-    fl.evaluate(models.SpeechExitModel(cfg, EXITS), params, x[:0], fm[:0], labels[:0])
+    fl.evaluate(SpeechExitModel(cfg, EXITS), params, x[:0], fm[:0], labels[:0])

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 
+from fedexit_jax.speech_model import SpeechExitModel
 from fedexit_jax import accounting, models
 from fedexit_jax import federated as fl
 from fedexit_jax.federated import aggregate, simulate, trees
@@ -46,7 +47,7 @@ def setup():
   cfg = tiny_config()
   params, _ = models.split_params(wav2vec2.init_params(cfg, jax.random.key(0)),
                               heads.init_exit_heads(jax.random.key(1), 32, CLASSES, len(EXITS)))
-  client = fl.ClientSpec(models.SpeechExitModel(cfg, EXITS), optax.sgd(0.1), loss="last", local_epochs=2, batch_size=4)
+  client = fl.ClientSpec(SpeechExitModel(cfg, EXITS), optax.sgd(0.1), loss="last", local_epochs=2, batch_size=4)
   spec = fl.RoundSpec(client, weighting="paper", depth_levels=(2, 4), chunk_size=4)
   state = fl.init_server_state(params, spec.server_optimizer, jax.random.key(2))
   dataset = tiny_dataset(12)
@@ -221,7 +222,7 @@ def test_depth3_client_step_costs_about_a_quarter_of_depth12():
   exits = (3, 6, 9, 12)
   params, _ = models.split_params(wav2vec2.init_params(cfg, jax.random.key(0)),
                               heads.init_exit_heads(jax.random.key(1), 32, CLASSES, len(exits)))
-  spec = fl.ClientSpec(models.SpeechExitModel(cfg, exits), optax.sgd(0.1), batch_size=4)
+  spec = fl.ClientSpec(SpeechExitModel(cfg, exits), optax.sgd(0.1), batch_size=4)
   batch = fl.ClientData(jnp.ones((4, 50, C)), jnp.ones((4, 50), bool), jnp.zeros(4, jnp.int32),
                         jnp.ones(4, bool))
   flops = {}

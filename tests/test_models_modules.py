@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from fedexit_jax import convert
 from fedexit_jax import models
 from fedexit_jax.models import config as mconfig
 from fedexit_jax.models import early_exit, modules, wav2vec2
@@ -93,7 +94,7 @@ def test_shipped_checkpoints_load_and_match_the_previous_encoder(name):
   # preceded the modules (wav2vec2.encode at commit 4f04647, on this input), stored in
   # tests/data/builtin_hidden_reference.npz.
   ref = np.load(REFERENCE)[name]  # [12, 2, 4, H]
-  model = models.load_early_exit(f"builtin:{name}", (3, 6, 9, 12), num_classes=12)
+  model = convert.load_early_exit(f"builtin:{name}", (3, 6, 9, 12), num_classes=12)
   wave = (0.1 * np.random.default_rng(7).standard_normal((2, 8000))).astype(np.float32)
   mask = np.ones((2, 8000), bool)
   mask[1, 6000:] = False

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from fedexit_jax import cli, pipeline, pretrain
+from fedexit_jax import convert
 from fedexit_jax.convert import saved
 from fedexit_jax.models import config as mconfig
 from fedexit_jax.models import wav2vec2
@@ -213,7 +214,7 @@ def test_cli_pretrain_writes_a_checkpoint_the_run_can_load(tmp_path):
 @pytest.mark.parametrize("name,recipe", [("small_ssl", "exits"), ("small_ssl_exits", "exits"),
                                          ("small_ssl_hubert", "hubert")])
 def test_builtin_checkpoints_are_the_small_preset_pretrained_on_other_speakers(name, recipe):
-  path = pretrain.resolve_builtin("builtin:" + name)
+  path = convert.resolve_builtin("builtin:" + name)
   enc, params = saved.load_converted(path)
   assert enc == mconfig.small()
   report = json.loads((path / "pretrain.json").read_text())
@@ -226,7 +227,7 @@ def test_builtin_checkpoints_are_the_small_preset_pretrained_on_other_speakers(n
   assert report["corpus"]["seed"] != 0
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
   with pytest.raises(ValueError, match="unknown built-in"):
-    pretrain.resolve_builtin("builtin:nope")
+    convert.resolve_builtin("builtin:nope")
 
 
 def test_init_model_rejects_overrides_that_contradict_the_checkpoint():
@@ -242,7 +243,7 @@ def test_the_default_config_starts_from_the_builtin_checkpoint():
   config = config_utils.default_config()
   enc, params, head_params = pipeline.init_model(config, config_utils.encoder_config(config),
                                                  jax.random.PRNGKey(0))
-  _, shipped = saved.load_converted(pretrain.resolve_builtin(config.model.checkpoint))
+  _, shipped = saved.load_converted(convert.resolve_builtin(config.model.checkpoint))
   assert enc == mconfig.small()
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(shipped)):
     np.testing.assert_array_equal(a, b)

@@ -2,16 +2,18 @@
 
 The engine imports no model: it federates any early-exit model handed to it as a
 model.EarlyExitModel (a forward pass to a depth, and which parameter leaves are stacked per
-layer, per exit, or shared). The wav2vec 2.0 / HuBERT model is fedexit_jax.models.SpeechExitModel.
+layer, per exit, or shared). The wav2vec 2.0 / HuBERT model is
+fedexit_jax.speech_model.SpeechExitModel.
 
 Public API (stable; train.py and the benchmarks call exactly this):
 
     from fedexit_jax import federated as fl
     from fedexit_jax import models
+    from fedexit_jax.speech_model import SpeechExitModel
 
     # 1. the model and its trainable tree (backbone without the frozen conv feature extractor,
     #    plus the stacked exit heads)
-    model = models.SpeechExitModel(cfg, exits)
+    model = SpeechExitModel(cfg, exits)
     params, frozen = models.split_params(models.init_params(cfg, k1),
                                          models.heads.init_exit_heads(k2, cfg.hidden_size, C,
                                                                       len(exits)))

@@ -3,7 +3,7 @@
 The engine imports no model file. It trains, slices, masks and averages a plain parameter pytree,
 and asks the model only two things: the logits of some exits for a depth, and which leaves are
 per layer, per exit or shared. Any early-exit model that answers them can be federated; the
-wav2vec 2.0 / HuBERT model is one (fedexit_jax.models.speech_model.SpeechExitModel).
+wav2vec 2.0 / HuBERT model is one (fedexit_jax.speech_model.SpeechExitModel).
 
 Parameter layout the engine relies on:
   "layer"  leaves under `layer_path` carry a leading axis of num_layers rows (a stacked, scanned

@@ -36,7 +36,7 @@ def cache_features(config: EncoderConfig, frozen: PyTree, waveforms, attention_m
   """
   if "feature_extractor" not in frozen:
     raise ValueError("cache_features: params have no 'feature_extractor' (pass the frozen part of "
-                     "speech_model.split_params or the full wav2vec2 params)")
+                     "models.split_params or the full wav2vec2 params)")
   w = np.asarray(waveforms, np.float32)
   lead = w.shape[:-1]
   w = w.reshape(-1, w.shape[-1])

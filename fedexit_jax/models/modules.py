@@ -463,7 +463,7 @@ class SpeechEarlyExit(nnx.Module):
     logits = model(waveform, depth=6)          # [2, B, 12]: exits 3 and 6
     hidden = model.backbone(waveform, depth=6)  # [6, B, T, H]
 
-  Load pretrained weights with `fedexit_jax.models.load_early_exit`.
+  Load pretrained weights with `fedexit_jax.convert.load_early_exit`.
   """
 
   def __init__(self, config: EncoderConfig, exits: Sequence[int], num_classes: int, *,

@@ -1,15 +1,13 @@
-"""The wav2vec 2.0 / HuBERT early-exit model as the federated engine sees it.
+"""The wav2vec 2.0 / HuBERT early-exit model as the federated engine sees it: the glue between
+fedexit_jax.models (below) and fedexit_jax.federated (beside it), which know nothing of each other.
 
-The engine (fedexit_jax.federated) trains a plain parameter tree {"backbone": ..., "heads": ...}:
-"backbone" is the encoder's tree (wav2vec2.py) without the frozen conv feature extractor, whose
-features are computed once and cached; "heads" are the exit heads stacked [E, ...]. The
+The engine trains the tree of models.trainable.split_params, {"backbone": ..., "heads": ...}. The
 Transformer layers (backbone.encoder.layers, stacked [L, ...]) are the "layer" leaves, the heads
 the "exit" leaves, the rest is shared by every client.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from fedexit_jax.federated.model import EarlyExitModel
 from fedexit_jax.models import early_exit, wav2vec2
@@ -45,24 +43,3 @@ class SpeechExitModel(EarlyExitModel):
       feats, fmask = inputs, input_mask
     return early_exit.exit_logits(self.config, params["backbone"], params["heads"], feats, fmask,
                                   self.exits, depth, heads_at=heads_at)
-
-
-def split_params(model_params: dict, head_params: dict,
-                 train_feature_encoder: bool = False) -> tuple[dict, dict]:
-  """(trainable, frozen) from `wav2vec2.init_params` (or a converted checkpoint) and
-  `heads.init_exit_heads`.
-
-  With the feature encoder frozen (default) it goes to `frozen` and is used once, to cache conv
-  features; it is never copied per client. Unfrozen, it is part of the trainable tree.
-  """
-  backbone = {k: v for k, v in model_params.items() if k != "feature_extractor"}
-  fe = model_params.get("feature_extractor")
-  frozen: dict[str, Any] = {}
-  if fe is not None:
-    if train_feature_encoder:
-      backbone["feature_extractor"] = fe
-    else:
-      frozen["feature_extractor"] = fe
-  elif train_feature_encoder:
-    raise ValueError("train_feature_encoder=True but model_params has no 'feature_extractor'")
-  return {"backbone": backbone, "heads": head_params}, frozen
