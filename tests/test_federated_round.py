@@ -248,14 +248,21 @@ SHARDED = textwrap.dedent("""
   new, m = fl.run_round(state, fl.cohort_from_dataset(dataset, t.IDS, depths), spec8)
   leaves = jax.tree.leaves(new.params)
   assert len(leaves[0].sharding.device_set) == 8
-  np.savez(sys.argv[1], *[np.asarray(x) for x in leaves], loss=np.asarray(m["loss"]))
+  # the client data resident on the devices: split over the 8 devices (12 clients padded to 16)
+  split = fl.place_dataset(dataset, spec8, shard=True)
+  assert split.data.inputs.shape[0] == 16 and len(split.data.inputs.sharding.device_set) == 8
+  new_s, m_s = fl.run_round(state, fl.cohort_from_dataset(split, t.IDS, depths), spec8)
+  np.savez(sys.argv[1], *[np.asarray(x) for x in leaves], loss=np.asarray(m["loss"]),
+           loss_split=np.asarray(m_s["loss"]),
+           **{f"split_{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(new_s.params))})
   print("SHARDED_OK")
 """)
 
 
 def test_one_device_and_eight_simulated_devices_agree(first_round, tmp_path):
   # chunk 4 on one device against chunk 8 (4 rounded up to the 8 devices) sharded over 8
-  # simulated CPU devices, in a fresh process (the device count is fixed at jax start-up).
+  # simulated CPU devices, in a fresh process (the device count is fixed at jax start-up); with
+  # the cohort copied per round, and with the dataset resident and split over the 8 devices.
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
   here = os.path.dirname(os.path.abspath(__file__))
@@ -269,7 +276,9 @@ def test_one_device_and_eight_simulated_devices_agree(first_round, tmp_path):
   got = np.load(out)
   for i, leaf in enumerate(jax.tree.leaves(new.params)):
     np.testing.assert_allclose(got[f"arr_{i}"], np.asarray(leaf), atol=2e-6, rtol=1e-5)
+    np.testing.assert_allclose(got[f"split_{i}"], np.asarray(leaf), atol=2e-6, rtol=1e-5)
   np.testing.assert_allclose(got["loss"], np.asarray(m["loss"]), rtol=1e-5)
+  np.testing.assert_allclose(got["loss_split"], np.asarray(m["loss"]), rtol=1e-5)
 
 
 def test_bad_round_inputs_fail_before_any_work(setup):

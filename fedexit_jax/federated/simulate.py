@@ -90,14 +90,29 @@ class Cohort(NamedTuple):
   depths: np.ndarray      # [K] ints, host-side: decides the client's bucket
 
 
-def place_dataset(dataset: ClientData, spec: RoundSpec) -> ResidentDataset:
+def place_dataset(dataset: ClientData, spec: RoundSpec, shard: bool | None = None
+                  ) -> ResidentDataset:
   """Copies a dataset stacked over all M clients ([M, N, ...] leaves) to the devices of the
-  round's mesh once, replicated (each device gathers its own clients without communication).
-  The whole dataset must fit on one device."""
-  num_examples = np.asarray(dataset.example_mask).reshape(len(dataset.labels), -1).sum(1)
-  data = _to_device(ClientData(*(np.asarray(a) for a in dataset)),
-                    NamedSharding(_mesh(spec), P()))
-  return ResidentDataset(data, num_examples.astype(np.int64))
+  round's mesh once.
+
+  shard=False: replicated, each device gathers its own clients without communication (the whole
+  dataset must fit one device). True: split over the mesh's client axis (M padded to a multiple
+  of the devices), for datasets larger than one device; XLA then moves each chunk's clients to
+  the devices that train them. None (default): shard only when the dataset takes more than half
+  of one device's memory (accelerators report it; CPU devices do not, and replicate)."""
+  mesh = _mesh(spec)
+  arrays = ClientData(*(np.asarray(a) for a in dataset))
+  m = len(arrays.labels)
+  num_examples = arrays.example_mask.reshape(m, -1).sum(1).astype(np.int64)
+  if shard is None:
+    stats = mesh.devices.flat[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    shard = limit is not None and sum(a.nbytes for a in arrays) > limit // 2
+  if shard:
+    pad = -m % mesh.size  # padding clients: no examples, never sampled (ids < M)
+    arrays = ClientData(*(np.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)) for a in arrays))
+  data = _to_device(arrays, NamedSharding(mesh, P(AXIS) if shard else P()))
+  return ResidentDataset(data, num_examples)
 
 
 def cohort_from_dataset(dataset: ClientData | ResidentDataset, client_ids: Sequence[int],
