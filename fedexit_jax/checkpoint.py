@@ -210,12 +210,24 @@ def load_meta(workdir: str | Path, step: int | None = None) -> dict[str, Any] | 
   return dict(restored.meta)
 
 
-def _config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+_ABSENT = "<absent>"
+
+
+def _config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "",
+                 defaults: dict[str, Any] | None = None) -> list[str]:
+  """'key: old -> new' for every value that differs. A key the saved config lacks counts as no
+  difference when the new value is that key's default in configs/default.py: the key was added
+  to the schema after the checkpoint was written, and its default is what the run used."""
+  if defaults is None:
+    defaults = json.loads(config_utils.config_to_json(config_utils.default_config()))
   diffs = []
   for key in sorted(set(old) | set(new)):
-    a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+    a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+    d = defaults.get(key, _ABSENT) if isinstance(defaults, dict) else _ABSENT
     if isinstance(a, dict) and isinstance(b, dict):
-      diffs.extend(_config_diff(a, b, f"{prefix}{key}."))
+      diffs.extend(_config_diff(a, b, f"{prefix}{key}.", d if isinstance(d, dict) else {}))
+    elif a == _ABSENT and d != _ABSENT and b == d:
+      continue
     elif a != b:
       diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
   return diffs

@@ -190,3 +190,18 @@ def test_unwritable_workdir_is_refused_before_any_work(tmp_path):
   with pytest.raises(checkpoint.WorkdirError, match="is not a directory"):
     (tmp_path / "file").write_text("x")
     checkpoint.check_workdir(tmp_path / "file", cu.default_config(), resume=False)
+
+
+def test_a_key_added_to_the_schema_later_is_no_difference_at_its_default():
+  # A checkpoint written before `stop_after_excluded_rounds` and `data.test_dir` existed: the run
+  # used their defaults (3 and None), so resuming it with the defaults is the same run.
+  old = {"rounds": 40, "data": {"num_speakers": 212}}
+  new = {"rounds": 40, "stop_after_excluded_rounds": 3,
+         "data": {"num_speakers": 212, "test_dir": None}}
+  assert checkpoint._config_diff(old, new) == []
+  new_other = {**new, "stop_after_excluded_rounds": 5, "data": {"num_speakers": 100,
+                                                                "test_dir": None}}
+  assert checkpoint._config_diff(old, new_other) == [
+      "data.num_speakers: 212 -> 100", "stop_after_excluded_rounds: '<absent>' -> 5"]
+  # a key the current schema no longer has is still a difference
+  assert checkpoint._config_diff({**old, "gone": 1}, {**new}) == ["gone: 1 -> '<absent>'"]
