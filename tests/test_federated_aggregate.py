@@ -1,6 +1,5 @@
 """Masked tree-mean, weighting schemes, server optimizers, tiers and sampling, with hand-derived
 numbers."""
-import dataclasses
 import functools
 
 import jax
@@ -8,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fedexit_jax import federated as fl
+from layout_only import LayoutOnly
 from fedexit_jax.federated import aggregate, sampling, server, tiers, trees
 from fedexit_jax.federated import masked_tree_mean
 
@@ -96,22 +95,11 @@ def test_weighting_schemes():
     aggregate.client_weights("nope", n, d)
 
 
-@dataclasses.dataclass(frozen=True)
-class _TwoLayerLayout(fl.EarlyExitModel):
-  """The parameter layout of a 2-layer model with exits at layers 1 and 2; no forward pass."""
-  exits: tuple = (1, 2)
-  num_layers: int = 2
-  layer_path = ("backbone", "encoder", "layers")
-
-  def logits(self, params, inputs, input_mask, depth, heads_at):
-    raise NotImplementedError("layout only: the test aggregates given deltas")
-
-
 def test_paper_eq1_on_layer_tree_with_depth_masks():
   # Trainable-tree layout: 2 stacked layers, exits (1, 2). Client A depth 1 (n=10), B depth 2 (n=5).
   full = {"backbone": {"encoder": {"layers": {"w": jnp.zeros((2, 1))}}},
           "heads": {"bias": jnp.zeros((2, 1))}}
-  layout = _TwoLayerLayout()
+  layout = LayoutOnly(exits=(1, 2), num_layers=2)
   masks = jax.tree.map(lambda a, b: jnp.stack([a, b]),
                        trees.depth_mask(layout, full, 1), trees.depth_mask(layout, full, 2))
   stacked = {"backbone": {"encoder": {"layers": {"w": jnp.array([[[1.0], [0.0]], [[4.0], [8.0]]])}}},

@@ -1,6 +1,5 @@
 """The vectorised round against a per-client Python loop, recompilation, non-finite clients,
 sharding over 8 simulated devices, and the depth cost of a client step."""
-import dataclasses
 import functools
 import os
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 from fedexit_jax.speech_model import SpeechExitModel
 from fedexit_jax import accounting, models
 from fedexit_jax import federated as fl
+from layout_only import LayoutOnly
 from fedexit_jax.federated import aggregate, simulate, trees
 from fedexit_jax.models import config as mconfig, heads, wav2vec2
 
@@ -169,24 +169,13 @@ def test_nonfinite_client_is_excluded_and_counted(setup):
   assert_trees_close(new.params, clean.params)
 
 
-@dataclasses.dataclass(frozen=True)
-class _LayoutOnly(fl.EarlyExitModel):
-  """The parameter layout of a 3-layer model with exits at layers 1 and 3; no forward pass."""
-  exits: tuple = (1, 3)
-  num_layers: int = 3
-  layer_path = ("backbone", "encoder", "layers")
-
-  def logits(self, params, inputs, input_mask, depth, heads_at):
-    raise NotImplementedError("layout only: the test feeds deltas directly")
-
-
 @pytest.mark.parametrize("naive", [False, True])
 @pytest.mark.parametrize("deep", [False, True])
 def test_streamed_depth_accumulation_equals_masked_tree_mean(naive, deep):
   # Model-free: a 3-layer, 2-exit tree; a chunk of two depth-1 clients then one depth-3 client.
   full = {"backbone": {"encoder": {"layers": {"w": jnp.zeros((3, 2))}}, "proj": jnp.zeros((2,))},
           "heads": {"b": jnp.zeros((2, 1))}}
-  model = _LayoutOnly()
+  model = LayoutOnly(exits=(1, 3), num_layers=3)
   rs = np.random.RandomState(0)
   d1 = jax.tree.map(lambda x: jnp.asarray(rs.randn(2, *x.shape), jnp.float32),
                     trees.slice_to_depth(model, full, 1, deep))
