@@ -22,6 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
   # weighting schemes run with one seed see the same clients, tiers, cohorts and init). The
   # corpus and its test speakers are fixed by data.seed.
   c.seed = 0
+  # kws (keyword spotting: this file; configs/kws35.py) | sid (speaker id + verification EER,
+  # configs/sid.py) | er (emotion, configs/er.py) | asr (CTC speech recognition, configs/asr.py)
+  c.task = "kws"
   c.rounds = 40  # federated rounds
   c.eval_every = 5  # evaluate the global model on the central test set every k rounds (and last)
   c.eval_batch_size = 128

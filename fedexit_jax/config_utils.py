@@ -23,6 +23,7 @@ import ml_collections
 
 from fedexit_jax.models import config as mconfig
 
+TASKS = ("kws", "sid", "er", "asr")  # fedexit_jax.tasks.TASKS (not imported: configs load first)
 WEIGHTINGS = ("paper", "samples", "uniform", "depth", "fedavg_naive", "homogeneous")
 LOSSES = ("deepest", "all", "distill")
 CLIENT_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
@@ -342,6 +343,7 @@ def validate_config(config: ml_collections.ConfigDict,
   _positive(config, "local_steps", allow_none=True)
   if config.fedprox_mu < 0 or config.distill_weight < 0 or config.distill_temperature <= 0:
     raise ConfigError("fedprox_mu and distill_weight must be >= 0 and distill_temperature > 0")
+  _choice(config.task, TASKS, "task")
   _choice(config.weighting, WEIGHTINGS, "weighting")
   _choice(config.loss, LOSSES, "loss")
   _choice(config.client_optimizer.name, CLIENT_OPTIMIZERS, "client_optimizer.name")

@@ -238,12 +238,16 @@ SUMMARY_FILE = "summary.md"
 def write_summary(workdir: str | Path, rows: Sequence[Mapping[str, Any]] | None = None,
                   policies: Sequence[Mapping[str, Any]] | None = None,
                   tier_table_md: str | None = None,
-                  extra: Mapping[str, str] | None = None) -> Path:
-  """Writes WORKDIR/summary.md: error per exit (from `rows`, default metrics.jsonl), early-exit
-  policies, the per-tier cost table (`accounting.markdown_tier_table`), and any `extra`
-  sections {title: markdown}. Returns its path."""
+                  extra: Mapping[str, str] | None = None,
+                  keys: Sequence[str] = ("error",)) -> Path:
+  """Writes WORKDIR/summary.md: each metric of `keys` per exit (from `rows`, default
+  metrics.jsonl; "error", or e.g. "wer", "cer", "eer"), early-exit policies, the per-tier cost
+  table (`accounting.markdown_tier_table`), and any `extra` sections {title: markdown}. Returns
+  its path."""
   rows = read_metrics(workdir) if rows is None else rows
-  parts = ["# Run summary", "", "## Test error per exit", "", summary_table(rows)]
+  parts = ["# Run summary"]
+  for key in keys:
+    parts += ["", f"## Test {key} per exit", "", summary_table(rows, key)]
   if policies:
     parts += ["", "## Early-exit inference", "", policy_table(policies)]
   if tier_table_md:

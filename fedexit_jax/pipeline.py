@@ -16,12 +16,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from fedexit_jax import config_utils
+from fedexit_jax import config_utils, tasks
 from fedexit_jax import federated as fl
 from fedexit_jax import models
 from fedexit_jax.convert import pretrained
 from fedexit_jax.speech_model import SpeechExitModel
-from fedexit_jax.data import partition, speech_commands, synth
+from fedexit_jax.data import partition, speech_commands
 from fedexit_jax.models import heads, wav2vec2
 from fedexit_jax.models.config import EncoderConfig
 
@@ -32,17 +32,14 @@ DataError = speech_commands.DataError  # the corpus cannot feed this run (a one-
 LOSS_NAMES = {"deepest": "last", "all": "sum", "distill": "distill"}  # config name -> engine name
 
 
-class Corpus(NamedTuple):
-  train: speech_commands.KeywordData  # the clients' utterances
-  test: speech_commands.KeywordData   # the central test set (speakers no client has)
-  root: Path
+Corpus = tasks.Corpus
 
 
 class FederatedData(NamedTuple):
   clients: fl.ClientData      # every client's padded data, leaves [M, N, ...]
   test_inputs: np.ndarray     # [Q, T, C] cached features, or [Q, S] waveforms (CNN trained)
   test_mask: np.ndarray
-  test_labels: np.ndarray     # [Q]
+  test_labels: np.ndarray     # [Q, ...] as the task's objective reads them
   summary: dict[str, Any]
 
 
@@ -59,53 +56,19 @@ def _memo(kind: str, key: str, make):
   return store[key]
 
 
+def task_of(config: ml_collections.ConfigDict) -> tasks.Task:
+  return tasks.get(config.task)
+
+
 def load_corpus(config: ml_collections.ConfigDict) -> Corpus:
-  """Generates (once, cached) or finds the corpus folder and decodes it into arrays (memoised
-  in-process on the data config)."""
-  key = json.dumps([config.data.to_dict(), str(config_utils.resolve_data_dir(config))],
-                   sort_keys=True, default=str)
-  return _memo("corpus", key, lambda: _load_corpus(config))
+  """Generates (once, cached) or finds the task's corpus and decodes it into arrays (memoised
+  in-process on the task and data config)."""
+  key = json.dumps([config.task, config.data.to_dict(),
+                    str(config_utils.resolve_data_dir(config))], sort_keys=True, default=str)
+  return _memo("corpus", key, lambda: task_of(config).load(config))
 
 
-def _load_corpus(config: ml_collections.ConfigDict) -> Corpus:
-  d = config.data
-  root = config_utils.resolve_data_dir(config)
-  label_set = str(d.num_classes)
-  num_samples = int(round(d.clip_seconds * 16000))
-  if d.source == "synth":
-    root = synth.synthesize_corpus(root, num_speakers=d.num_speakers, per_word=d.per_word,
-                                   unknown_per_speaker=d.unknown_per_speaker, seed=d.seed,
-                                   snr_db=tuple(d.snr_db), val_fraction=d.val_fraction,
-                                   test_fraction=d.test_fraction,
-                                   progress=config.progress_bar)
-  if d.source == "tfds":
-    from fedexit_jax.data import tfds_builder  # pylint: disable=import-outside-toplevel
-    data = tfds_builder.load(root, label_set=label_set)
-  else:
-    if not Path(root).is_dir():
-      raise FileNotFoundError(f"data.dir {str(root)!r} is not a folder; expected an extracted "
-                              "Speech Commands v0.02 folder (word/<speaker>_nohash_<n>.wav)")
-    data = speech_commands.load_folder(root, label_set=label_set, num_samples=num_samples,
-                                       skip_errors=d.skip_bad_files,
-                                       silence_fraction=d.silence_fraction, seed=d.seed,
-                                       progress=config.progress_bar)
-  if data.num_skipped:
-    log.warning("skipped %d unreadable audio files in %s", data.num_skipped, root)
-  train, test = speech_commands.select(data, "train"), speech_commands.select(data, "test")
-  if d.source == "folder" and d.test_dir:  # SUPERB: the separate balanced test archive
-    test = speech_commands.load_test_archive(d.test_dir, num_samples,
-                                             skip_errors=d.skip_bad_files)
-  if len(train.labels) == 0:
-    raise DataError(f"the corpus in {root} has no training utterances (no readable "
-                    "word/<speaker>_nohash_<n>.wav outside the validation/testing lists)")
-  if len(test.labels) == 0:
-    raise DataError(f"the corpus in {root} has no test split (testing_list.txt): the central "
-                    "test set would be empty")
-  return Corpus(train, test, Path(root))
-
-
-def partition_clients(config: ml_collections.ConfigDict, train: speech_commands.KeywordData
-                      ) -> partition.ClientDatasets:
+def partition_clients(config: ml_collections.ConfigDict, train) -> partition.ClientDatasets:
   d = config.data
   have = (len(set(train.speakers.tolist())) if d.partition == "speaker" else len(train.labels))
   if d.partition != "per_speaker" and d.num_clients > have:
@@ -116,10 +79,11 @@ def partition_clients(config: ml_collections.ConfigDict, train: speech_commands.
     num_clients = None if d.partition == "per_speaker" else d.num_clients
     parts = partition.by_speaker(train.speakers, num_clients=num_clients, seed=config.seed)
   elif d.partition == "dirichlet":
-    parts = partition.dirichlet(train.labels, d.num_clients, d.dirichlet_alpha, seed=config.seed)
+    parts = partition.dirichlet(np.asarray(train.labels), d.num_clients, d.dirichlet_alpha,
+                                seed=config.seed)
   else:
     parts = partition.iid(len(train.labels), d.num_clients, seed=config.seed)
-  return partition.client_datasets(train.waveforms, train.labels, parts,
+  return partition.client_datasets(train.waveforms, task_of(config).labels(train), parts,
                                    max_examples=d.max_examples_per_client, seed=config.seed,
                                    lengths=train.lengths, pad_multiple=config.batch_size)
 
@@ -181,9 +145,10 @@ def preflight(config: ml_collections.ConfigDict) -> None:
   check_against_checkpoint(config, encoder)
 
 
-def init_model(config: ml_collections.ConfigDict, encoder: EncoderConfig, rng: jax.Array
-               ) -> tuple[EncoderConfig, dict, dict]:
-  """(encoder config, backbone params, exit-head params): random init or a checkpoint."""
+def init_model(config: ml_collections.ConfigDict, encoder: EncoderConfig, rng: jax.Array,
+               corpus: Corpus | None = None) -> tuple[EncoderConfig, dict, dict]:
+  """(encoder config, backbone params, exit-head params): random init or a checkpoint; the heads
+  are the task's (corpus: for tasks whose classes come from the data, e.g. speaker id)."""
   ckpt = config.model.checkpoint
   k_model, k_heads = jax.random.split(rng)
   if ckpt is None:
@@ -191,8 +156,9 @@ def init_model(config: ml_collections.ConfigDict, encoder: EncoderConfig, rng: j
   else:
     encoder, params = pretrained.load_backbone(ckpt)
     check_against_checkpoint(config, encoder)
-  head_params = heads.init_exit_heads(k_heads, encoder.hidden_size, config.data.num_classes,
-                                      len(config.model.exits))
+  task = task_of(config)
+  head_params = heads.init_heads(k_heads, task.head, encoder.hidden_size,
+                                 task.num_outputs(config, corpus), len(config.model.exits))
   return encoder, params, head_params
 
 
@@ -205,6 +171,13 @@ def _digest(*arrays) -> str:
   return h.hexdigest()
 
 
+def uses_mask(config: ml_collections.ConfigDict, encoder: EncoderConfig) -> bool:
+  """Whether padded audio is masked. Base-style (group-norm) models are run on zero-padded 1 s
+  keyword clips without an attention mask, as transformers' feature extractor does for them;
+  layer-norm models, and every task with utterances of different lengths, get the mask."""
+  return encoder.feat_extract_norm == "layer" or task_of(config).mask_padding
+
+
 def utterance_features(config: ml_collections.ConfigDict, encoder: EncoderConfig, frozen: dict,
                        corpus: Corpus) -> tuple[np.ndarray, ...]:
   """The frozen conv encoder's features of every utterance, once: (train features [U, T, C],
@@ -214,9 +187,7 @@ def utterance_features(config: ml_collections.ConfigDict, encoder: EncoderConfig
   in-process on the audio, the encoder and its weights, so the scenarios of a sweep (other
   seeds, partitions, weightings) reuse them.
   """
-  # Base-style (group-norm) models are run on zero-padded audio without an attention mask, as
-  # transformers' feature extractor does for them; layer-norm models get the mask.
-  use_mask = encoder.feat_extract_norm == "layer"
+  use_mask = uses_mask(config, encoder)
 
   def make():
     out = []
@@ -228,7 +199,7 @@ def utterance_features(config: ml_collections.ConfigDict, encoder: EncoderConfig
 
   key = _digest(corpus.train.waveforms, corpus.train.lengths, corpus.test.waveforms,
                 corpus.test.lengths, *jax.tree.leaves(frozen)) + json.dumps(
-                    encoder.to_hf_dict(), sort_keys=True, default=str)
+                    encoder.to_hf_dict(), sort_keys=True, default=str) + str(use_mask)
   return _memo("features", key, make)
 
 
@@ -237,9 +208,10 @@ def federated_data(config: ml_collections.ConfigDict, encoder: EncoderConfig, fr
   """Client datasets as the engine consumes them. With a frozen feature encoder the conv
   features of every utterance (clients and test set) are computed once (utterance_features) and
   gathered into the clients' padded rows."""
+  task = task_of(config)
   cd = partition_clients(config, corpus.train)
-  summary = partition.summary(cd, config.data.num_classes)
-  use_mask = encoder.feat_extract_norm == "layer"
+  summary = partition.summary(cd, task.num_outputs(config, corpus))
+  use_mask = uses_mask(config, encoder)
   if config.model.freeze_feature_encoder:
     feats, fmask, tfeats, tmask = utterance_features(config, encoder, frozen, corpus)
     real = cd.indices >= 0
@@ -255,7 +227,7 @@ def federated_data(config: ml_collections.ConfigDict, encoder: EncoderConfig, fr
     clients = fl.ClientData(cd.waveforms, smask if use_mask else ones, cd.labels,
                             cd.example_mask)
     tfeats, tmask = corpus.test.waveforms, test_smask if use_mask else np.ones_like(test_smask)
-  return FederatedData(clients, tfeats, tmask, corpus.test.labels.astype(np.int32), summary)
+  return FederatedData(clients, tfeats, tmask, task.labels(corpus.test), summary)
 
 
 def client_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -288,9 +260,12 @@ def client_depths(config: ml_collections.ConfigDict, encoder: EncoderConfig, num
 def round_spec(config: ml_collections.ConfigDict, encoder: EncoderConfig,
                depth_levels: tuple[int, ...]) -> fl.RoundSpec:
   so = config.server_optimizer
+  task = task_of(config)
   model = SpeechExitModel(encoder, tuple(config.model.exits),
-                                 train_feature_encoder=not config.model.freeze_feature_encoder)
+                          train_feature_encoder=not config.model.freeze_feature_encoder,
+                          head=task.head)
   client = fl.ClientSpec(model, optimizer=client_optimizer(config.client_optimizer),
+                         objective=task.objective,
                          loss=LOSS_NAMES[config.loss], local_epochs=config.local_epochs,
                          local_steps=config.local_steps, batch_size=config.batch_size,
                          prox_mu=config.fedprox_mu, distill_weight=config.distill_weight,

@@ -98,13 +98,19 @@ def plot_accuracy_vs_depth(policies: Sequence[Mapping[str, Any]], path: str | Pa
 
 def make_plots(workdir: str | Path, tiers: Sequence[Mapping[str, Any]] | None = None,
                policies: Sequence[Mapping[str, Any]] | None = None,
-               chance: float | None = None) -> list[Path]:
-  """Writes WORKDIR/plots/{error_per_exit,tier_costs,accuracy_vs_depth}.png from what is given."""
+               chance: Mapping[str, float | None] | float | None = None,
+               keys: Sequence[str] = ("error",)) -> list[Path]:
+  """Writes WORKDIR/plots/{<key>_per_exit,tier_costs,accuracy_vs_depth}.png from what is given:
+  one curve plot per metric of `keys` ("error", "wer", "eer", ...); `chance` per key (or one
+  value for "error")."""
   out = Path(workdir) / "plots"
   made = []
   rows = metrics_lib.read_metrics(workdir)
-  if any(isinstance(r.get("error"), Mapping) for r in rows):
-    made.append(plot_error_curves(rows, out / "error_per_exit.png", chance=chance))
+  chance = chance if isinstance(chance, Mapping) else {"error": chance}
+  for key in keys:
+    if any(isinstance(r.get(key), Mapping) for r in rows):
+      made.append(plot_error_curves(rows, out / f"{key}_per_exit.png", key=key,
+                                    chance=chance.get(key)))
   if tiers:
     made.append(plot_tier_costs(tiers, out / "tier_costs.png"))
   if policies:

@@ -84,7 +84,7 @@ def run_probe(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
   encoder, params, _ = pipeline.init_model(config, encoder, jax.random.PRNGKey(config.seed))
   corpus = pipeline.load_corpus(config)
   # Base-style (group-norm) models run on zero-padded audio without a mask, as in federated_data.
-  use_mask = encoder.feat_extract_norm == "layer"
+  use_mask = pipeline.uses_mask(config, encoder)
   data = {}
   for name, (wave, smask, labels) in {
       "train": _training_utterances(config, corpus),

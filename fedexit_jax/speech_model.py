@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from fedexit_jax.federated.model import EarlyExitModel
-from fedexit_jax.models import early_exit, wav2vec2
+from fedexit_jax.models import early_exit, heads, wav2vec2
 from fedexit_jax.models.config import EncoderConfig
 
 
@@ -21,15 +21,21 @@ class SpeechExitModel(EarlyExitModel):
   train_feature_encoder=False (default): a client's `inputs` are cached conv features [N, T, C]
   and `input_mask` frame masks [N, T]. True: `inputs` are waveforms [N, S], `input_mask` sample
   masks [N, S], and the conv feature encoder is part of the trainable tree (split_params with
-  train_feature_encoder=True)."""
+  train_feature_encoder=True).
+
+  head: "pooled" (utterance classification; outputs logits [n, B, C], for objective.CrossEntropy)
+  or "frames" (outputs (frame logits [n, B, T, V], frame mask [B, T]), for objective.CTC)."""
   config: EncoderConfig
   exits: tuple[int, ...]
   train_feature_encoder: bool = False
+  head: str = "pooled"
   layer_path = ("backbone", "encoder", "layers")
   exit_path = ("heads",)
 
   def __post_init__(self):
     object.__setattr__(self, "exits", tuple(int(e) for e in self.exits))
+    if self.head not in heads.HEAD_KINDS:
+      raise ValueError(f"unknown head {self.head!r}; choose one of {heads.HEAD_KINDS}")
     self.validate()
 
   @property
@@ -41,5 +47,6 @@ class SpeechExitModel(EarlyExitModel):
       feats, fmask = wav2vec2.extract_features(self.config, params["backbone"], inputs, input_mask)
     else:
       feats, fmask = inputs, input_mask
-    return early_exit.exit_logits(self.config, params["backbone"], params["heads"], feats, fmask,
-                                  self.exits, depth, heads_at=heads_at)
+    logits = early_exit.exit_logits(self.config, params["backbone"], params["heads"], feats,
+                                    fmask, self.exits, depth, heads_at=heads_at, head=self.head)
+    return logits if self.head == "pooled" else (logits, fmask)

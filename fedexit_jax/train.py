@@ -57,7 +57,7 @@ def _test_inputs(config, encoder, params, data: pipeline.FederatedData):
   if config.model.freeze_feature_encoder:
     return data.test_inputs, data.test_mask
   fe = {"feature_extractor": params["backbone"]["feature_extractor"]}
-  mask = data.test_mask if encoder.feat_extract_norm == "layer" else None
+  mask = data.test_mask if pipeline.uses_mask(config, encoder) else None
   return models.cache_features(encoder, fe, data.test_inputs, mask, batch_size=config.eval_batch_size)
 
 
@@ -72,8 +72,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   start = checkpoint.check_workdir(workdir, config, resume)
   t0 = time.time()
   rng_model, rng_server = jax.random.split(jax.random.key(config.seed))
+  task = pipeline.task_of(config)
   corpus = pipeline.load_corpus(config)
-  encoder, model_params, head_params = pipeline.init_model(config, encoder, rng_model)
+  encoder, model_params, head_params = pipeline.init_model(config, encoder, rng_model, corpus)
   params, frozen = models.split_params(model_params, head_params,
                                    train_feature_encoder=not config.model.freeze_feature_encoder)
   data = pipeline.federated_data(config, encoder, frozen, corpus)
@@ -137,26 +138,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                                     f"non-finite in the last {all_excluded} rounds"))
     last = r + 1 == config.rounds
     if (r + 1) % config.eval_every == 0 or last:
-      tin, tmask = _test_inputs(config, encoder, state.params, data)
-      ev = fl.evaluate(spec.client.model, state.params, tin, tmask, data.test_labels,
-                       batch_size=config.eval_batch_size, heads_at=trained_exits)
+      ev, scores = evaluate_exits(config, task, encoder, state.params, frozen, data, corpus,
+                                  spec, trained_exits)
       if not np.all(np.isfinite(ev["loss"])):
         raise DivergedError(_diverged(workdir, f"round {r + 1}: the global model's test loss "
                                       f"is not finite ({ev['loss'].tolist()})"))
-      row["error"] = {str(e): float(x) for e, x in zip(trained_exits, ev["error"])}
+      for name, vals in scores.items():
+        row[name] = {str(e): float(x) for e, x in zip(trained_exits, vals)}
       row["test_loss"] = {str(e): float(x) for e, x in zip(trained_exits, ev["loss"])}
       bar.set_postfix(loss=f"{np.nan if row['train_loss'] is None else row['train_loss']:.3f}",
-                      err=" ".join(f"{e}:{x:.3f}" for e, x in row["error"].items()))
+                      **{task.primary[:3]: " ".join(f"{e}:{x:.3f}"
+                                                   for e, x in row[task.primary].items())})
     writer.write(r + 1, row)
     if (r + 1) % config.checkpoint_every == 0 or last:
       checkpoint.save(workdir, r + 1, state, config=config, max_to_keep=config.max_checkpoints)
   bar.close()
   writer.close()
   if ev is None:  # resumed a finished run: evaluate the restored model for the report
-    tin, tmask = _test_inputs(config, encoder, state.params, data)
-    ev = fl.evaluate(spec.client.model, state.params, tin, tmask, data.test_labels,
-                     batch_size=config.eval_batch_size, heads_at=trained_exits)
-  return _report(config, workdir, ev, trained_exits, costs, time.time() - t0)
+    ev, scores = evaluate_exits(config, task, encoder, state.params, frozen, data, corpus, spec,
+                                trained_exits)
+  return _report(config, task, corpus, workdir, ev, scores, trained_exits, costs,
+                 time.time() - t0)
+
+
+def evaluate_exits(config, task, encoder, params, frozen, data: pipeline.FederatedData, corpus,
+                   spec: fl.RoundSpec, exits: tuple[int, ...]):
+  """(the engine's evaluation on the central test set, the task's metrics {name: [n]}) at the
+  trained exits."""
+  tin, tmask = _test_inputs(config, encoder, params, data)
+  ev = fl.evaluate(spec.client.model, params, tin, tmask, data.test_labels,
+                   batch_size=config.eval_batch_size, heads_at=exits,
+                   objective=spec.client.objective)
+  scores = dict(task.metrics(ev, corpus.test))
+  scores.update(task.extra_metrics(config, encoder, params, frozen, exits, corpus))
+  return ev, scores
 
 
 def _diverged(workdir: Path, what: str) -> str:
@@ -179,12 +194,15 @@ def _write_run_info(workdir: Path, summary: dict, depths: np.ndarray, root: Path
   (workdir / "run_info.json").write_text(json.dumps(metrics.to_json_value(info), indent=2))
 
 
-def _report(config, workdir: Path, ev, trained_exits, costs, seconds: float) -> dict[str, Any]:
-  """summary.md, plots and the returned dict: final errors, early-exit policies, tier costs."""
-  fixed = {f"tier {i} (exit {t['max_depth']})": t["max_depth"]
-           for i, t in enumerate(config.tiers) if t["max_depth"] in trained_exits}
-  policies = metrics.policies_from_confidence(ev["correct"], ev["confidence"], trained_exits,
-                                              config.exit_policy.thresholds, fixed)
+def _report(config, task, corpus, workdir: Path, ev, scores, trained_exits, costs,
+            seconds: float) -> dict[str, Any]:
+  """summary.md, plots and the returned dict: final metrics, early-exit policies, tier costs."""
+  policies = []
+  if "correct" in ev:  # classification: the confidence-threshold early-exit policy
+    fixed = {f"tier {i} (exit {t['max_depth']})": t["max_depth"]
+             for i, t in enumerate(config.tiers) if t["max_depth"] in trained_exits}
+    policies = metrics.policies_from_confidence(ev["correct"], ev["confidence"], trained_exits,
+                                                config.exit_policy.thresholds, fixed)
   flops = {d: c["flops"] for d, c in costs.items()}
   memory = {d: c["memory"] for d, c in costs.items()}
   upload = {d: c["upload"] for d, c in costs.items()}
@@ -193,19 +211,23 @@ def _report(config, workdir: Path, ev, trained_exits, costs, seconds: float) -> 
   sim = sum(r.get("sim_seconds", 0.0) for r in rows)
   excluded = sum(r.get("num_nonfinite", 0) for r in rows)
   excluded_rounds = sum(1 for r in rows if r.get("num_nonfinite", 0))
-  chance = float(np.log(config.data.num_classes))
-  high = {e: float(x) for e, x in zip(trained_exits, ev["loss"]) if x > 10 * chance}
-  if high:
-    log.warning("the final test loss %s is over 10x that of a uniform guess (%.2f): training "
-                "probably diverged; lower the learning rates", high, chance)
+  if task.head == "pooled":
+    chance = float(np.log(task.num_outputs(config, corpus)))
+    high = {e: float(x) for e, x in zip(trained_exits, ev["loss"]) if x > 10 * chance}
+    if high:
+      log.warning("the final test loss %s is over 10x that of a uniform guess (%.2f): training "
+                  "probably diverged; lower the learning rates", high, chance)
   metrics.write_summary(workdir, rows=rows, policies=policies,
                         tier_table_md=accounting.markdown_tier_table(tiers) if tiers else None,
-                        extra={"Run": f"- rounds: {config.rounds}\n"
+                        extra={"Run": f"- task: {config.task}\n"
+                                      f"- rounds: {config.rounds}\n"
                                       f"- client updates excluded as non-finite: {excluded} "
                                       f"(in {excluded_rounds} rounds)\n"
                                       f"- simulated device time: {sim:.1f} s\n"
-                                      f"- host wall-clock of this invocation: {seconds:.1f} s"})
-  num_classes = config.data.num_classes
-  plots.make_plots(workdir, tiers=tiers, policies=policies, chance=1 - 1 / num_classes)
-  return {"error": {str(e): float(x) for e, x in zip(trained_exits, ev["error"])},
-          "policies": policies, "tiers": tiers, "seconds": seconds}
+                                      f"- host wall-clock of this invocation: {seconds:.1f} s"},
+                        keys=tuple(scores))
+  plots.make_plots(workdir, tiers=tiers, policies=policies,
+                   chance={task.primary: task.chance(config, corpus)}, keys=tuple(scores))
+  out = {name: {str(e): float(x) for e, x in zip(trained_exits, vals)}
+         for name, vals in scores.items()}
+  return {**out, "policies": policies, "tiers": tiers, "seconds": seconds}

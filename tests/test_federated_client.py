@@ -64,7 +64,7 @@ def test_losses_last_sum_and_depthfl_distillation(model):
   batch = _batch()
   batch = batch._replace(example_mask=jnp.array([True, True, True, False]))
   specs = {k: fl.ClientSpec(SpeechExitModel(cfg, EXITS), loss=k, distill_temperature=2.0) for k in fc.LOSSES}
-  logits = np.asarray(fc.exit_logits(specs["sum"], 4, params, batch), np.float64)  # [2, 4, 3]
+  logits = np.asarray(fc.exit_outputs(specs["sum"], 4, params, batch), np.float64)  # [2, 4, 3]
   m = np.array([1, 1, 1, 0.0])
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   ce = -np.take_along_axis(logp, np.asarray(batch.labels)[None, :, None], -1)[..., 0]
@@ -72,7 +72,7 @@ def test_losses_last_sum_and_depthfl_distillation(model):
   # "last" holds and computes only the head of its deepest exit (row 1 of the stack)
   last = specs["last"].slice_params(params, 4)
   assert jax.tree.leaves(last["heads"])[0].shape[0] == 1
-  assert fc.exit_logits(specs["last"], 4, last, batch).shape == (1, 4, 3)
+  assert fc.exit_outputs(specs["last"], 4, last, batch).shape == (1, 4, 3)
   np.testing.assert_allclose(fc.data_loss(specs["last"], 4, last, batch), ce[1], rtol=1e-5)
   with pytest.raises(ValueError, match="2 stacked rows for the 1 exits"):
     fc.data_loss(specs["last"], 4, params, batch)  # the full stack would silently use exit 2's

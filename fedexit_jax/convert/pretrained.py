@@ -58,12 +58,13 @@ def load_backbone(checkpoint: str | os.PathLike) -> tuple[EncoderConfig, dict[st
 
 
 def load_early_exit(checkpoint: str | os.PathLike, exits: Sequence[int], num_classes: int, *,
-                    seed: int = 0) -> modules.SpeechEarlyExit:
-  """modules.SpeechEarlyExit with the checkpoint's backbone and freshly initialised exit heads."""
+                    head: str = "pooled", seed: int = 0) -> modules.SpeechEarlyExit:
+  """modules.SpeechEarlyExit with the checkpoint's backbone and freshly initialised exit heads
+  (head "pooled" for classification, "frames" for CTC with num_classes the vocabulary)."""
   config, params = load_backbone(checkpoint)
   abstract = nnx.eval_shape(lambda: modules.SpeechEarlyExit(config, exits, num_classes,
-                                                            rngs=nnx.Rngs(0)))
+                                                            head=head, rngs=nnx.Rngs(0)))
   head_params = nnx.to_pure_dict(nnx.state(modules.init_fast(
-      lambda rngs: modules.ExitHeads(config.hidden_size, num_classes, len(tuple(exits)),
-                                     rngs=rngs), jax.random.key(seed))))
+      lambda rngs: modules.make_heads(head, config.hidden_size, num_classes, len(tuple(exits)),
+                                      rngs=rngs), jax.random.key(seed))))
   return nnx.merge(nnx.graphdef(abstract), {"backbone": params, "heads": head_params})

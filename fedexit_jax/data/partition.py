@@ -120,7 +120,8 @@ def client_datasets(waveforms: np.ndarray, labels: np.ndarray, parts: Sequence[n
                     lengths: Optional[np.ndarray] = None,
                     client_ids: Optional[Sequence[str]] = None,
                     pad_multiple: int = 1) -> ClientDatasets:
-  """Gathers each client's rows into [K, N_max, ...] arrays.
+  """Gathers each client's rows into [K, N_max, ...] arrays (labels [U] or [U, L] -> [K, N_max]
+  or [K, N_max, L]).
 
   max_examples caps a client (a seeded random subset) to bound memory; pad_multiple rounds N_max
   up (e.g. to the local batch size) so batches tile the padded axis.
@@ -142,7 +143,7 @@ def client_datasets(waveforms: np.ndarray, labels: np.ndarray, parts: Sequence[n
   n_max = max([p.size for p in chosen] + [1])
   n_max = -(-n_max // pad_multiple) * pad_multiple
   out_w = np.zeros((k, n_max) + waveforms.shape[1:], np.float32)
-  out_y = np.zeros((k, n_max), np.int32)
+  out_y = np.zeros((k, n_max) + labels.shape[1:], np.int32)  # a class, or token ids [L]
   out_len = np.zeros((k, n_max), np.int32)
   mask = np.zeros((k, n_max), bool)
   index = np.full((k, n_max), -1, np.int64)
@@ -180,25 +181,30 @@ def label_entropy(parts: Sequence[np.ndarray], labels: np.ndarray, num_classes: 
 def summary(cd: ClientDatasets, num_classes: int) -> Dict:
   """Clients, examples per client n_i (min/mean/max, spread) and labels per client, for logs,
   run_info.json and the README. The spread matters: with equal n_i the n_i factor of Eq. 1 (and
-  the `samples` weighting) is inert."""
+  the `samples` weighting) is inert. Sequence labels (ASR) have no class counts."""
+  n = cd.num_examples
+  out = dict(clients=int(n.size), examples=int(n.sum()), padded_to=int(cd.labels.shape[1]),
+             examples_per_client=dict(min=int(n.min()), mean=float(n.mean()), max=int(n.max()),
+                                      std=float(n.std()), cv=float(n.std() / max(n.mean(), 1e-12)),
+                                      p10=float(np.percentile(n, 10)),
+                                      p50=float(np.percentile(n, 50)),
+                                      p90=float(np.percentile(n, 90))))
+  if cd.labels.ndim > 2:
+    return out
   counts = np.stack([np.bincount(cd.labels[i][cd.example_mask[i]], minlength=num_classes)
                      for i in range(cd.labels.shape[0])])
-  n = cd.num_examples
   present = (counts > 0).sum(1)
-  return dict(
-      clients=int(n.size), examples=int(n.sum()), padded_to=int(cd.labels.shape[1]),
-      examples_per_client=dict(min=int(n.min()), mean=float(n.mean()), max=int(n.max()),
-                               std=float(n.std()), cv=float(n.std() / max(n.mean(), 1e-12)),
-                               p10=float(np.percentile(n, 10)), p50=float(np.percentile(n, 50)),
-                               p90=float(np.percentile(n, 90))),
-      labels_per_client=dict(min=int(present.min()), mean=float(present.mean()),
-                             max=int(present.max())),
-      label_entropy=float(_entropy(counts).mean()), label_counts=counts)
+  return dict(out, labels_per_client=dict(min=int(present.min()), mean=float(present.mean()),
+                                          max=int(present.max())),
+              label_entropy=float(_entropy(counts).mean()), label_counts=counts)
 
 
 def format_summary(s: Dict) -> str:
-  e, l = s["examples_per_client"], s["labels_per_client"]
-  return (f"{s['clients']} clients, {s['examples']} examples (padded to {s['padded_to']}); "
-          f"examples/client min {e['min']} mean {e['mean']:.1f} max {e['max']}; "
-          f"labels/client min {l['min']} mean {l['mean']:.1f} max {l['max']}; "
+  e = s["examples_per_client"]
+  out = (f"{s['clients']} clients, {s['examples']} examples (padded to {s['padded_to']}); "
+         f"examples/client min {e['min']} mean {e['mean']:.1f} max {e['max']}")
+  if "labels_per_client" not in s:  # sequence labels
+    return out
+  l = s["labels_per_client"]
+  return (f"{out}; labels/client min {l['min']} mean {l['mean']:.1f} max {l['max']}; "
           f"mean label entropy {s['label_entropy']:.3f} nats")

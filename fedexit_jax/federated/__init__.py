@@ -44,7 +44,8 @@ split_params(..., train_feature_encoder=True) and waveforms/sample masks as Clie
 
 Modules: model (the interface), aggregate (masked tree-mean, weighting schemes), trees (what a
 depth slices), client (local training as pure functions), server (server state and optimizers),
-simulate (the round), tiers, sampling, evaluate (central evaluation).
+simulate (the round), tiers, sampling, evaluate (central evaluation), objective (what a client
+minimises given the exits' outputs: CrossEntropy, CTC).
 """
 from fedexit_jax.federated.aggregate import SCHEMES, client_weights, masked_tree_mean
 from fedexit_jax.federated.client import (ClientData, ClientMetrics, ClientSpec, ClientState,
@@ -52,6 +53,7 @@ from fedexit_jax.federated.client import (ClientData, ClientMetrics, ClientSpec,
                                           train_client)
 from fedexit_jax.federated.evaluate import evaluate
 from fedexit_jax.federated.model import EarlyExitModel
+from fedexit_jax.federated.objective import CTC, CrossEntropy, Objective
 from fedexit_jax.federated.sampling import sample_clients
 from fedexit_jax.federated.server import (SERVER_OPTIMIZERS, ServerState, init_server_state,
                                           server_optimizer)
@@ -63,8 +65,8 @@ from fedexit_jax.federated.tiers import (Tier, client_depths, explicit_depths, h
 from fedexit_jax.federated.trees import slice_to_depth
 
 __all__ = [
-    "SCHEMES", "SERVER_OPTIMIZERS", "ClientData", "ClientMetrics", "ClientSpec", "ClientState",
-    "Cohort", "EarlyExitModel", "ResidentDataset", "RoundSpec", "ServerState", "Tier",
+    "CTC", "SCHEMES", "SERVER_OPTIMIZERS", "ClientData", "ClientMetrics", "ClientSpec", "ClientState",
+    "Cohort", "CrossEntropy", "EarlyExitModel", "Objective", "ResidentDataset", "RoundSpec", "ServerState", "Tier",
     "client_depths", "client_final", "client_init", "client_step", "client_weights",
     "cohort_from_dataset", "default_chunk_size", "evaluate", "explicit_depths",
     "homogeneous_tiers", "init_server_state", "masked_tree_mean", "paper_tiers", "place_dataset",

@@ -23,6 +23,7 @@ import optax
 
 from fedexit_jax.federated import trees
 from fedexit_jax.federated.model import EarlyExitModel
+from fedexit_jax.federated.objective import CrossEntropy, Objective, distillation
 
 PyTree = Any
 LOSSES = ("last", "sum", "distill")
@@ -33,7 +34,9 @@ class ClientSpec:
   """Static description of local training (hashable: build it once, reuse it every round).
 
   model: the early-exit model (model.EarlyExitModel): its forward pass and parameter layout.
-  loss: "last" = cross-entropy at the client's deepest exit only (the paper); "sum" = summed over
+  objective: what the exits' outputs are scored with (objective.py): CrossEntropy for utterance
+    classification (the default), CTC for speech recognition.
+  loss: "last" = the objective at the client's deepest exit only (the paper); "sum" = summed over
     every exit <= depth; "distill" = "sum" plus DepthFL mutual self-distillation (each exit is
     pulled towards every other exit's detached softened prediction, KL averaged over the others).
   local_steps: if set, exactly this many steps cycling through the client's shuffled data;
@@ -42,6 +45,7 @@ class ClientSpec:
   """
   model: EarlyExitModel
   optimizer: optax.GradientTransformation = optax.sgd(0.05)
+  objective: Objective = CrossEntropy()
   loss: str = "last"
   local_epochs: int = 1
   local_steps: int | None = None
@@ -54,6 +58,9 @@ class ClientSpec:
     if not isinstance(self.model, EarlyExitModel):
       raise TypeError(f"ClientSpec.model must be an EarlyExitModel (fedexit_jax.federated.model),"
                       f" got {type(self.model).__name__}")
+    if not isinstance(self.objective, Objective):
+      raise TypeError(f"ClientSpec.objective must be an Objective (fedexit_jax.federated."
+                      f"objective), got {type(self.objective).__name__}")
     if self.loss not in LOSSES:
       raise ValueError(f"unknown client loss {self.loss!r}; choose one of {LOSSES}")
     if self.batch_size < 1 or self.local_epochs < 1 or (self.local_steps is not None
@@ -90,7 +97,7 @@ class ClientData(NamedTuple):
   inputs: jax.Array        # [N, ...] what the model reads (speech: cached conv features
                            # [N, T, C], or waveforms [N, S] with a trainable feature encoder)
   input_mask: jax.Array    # [N, ...] its mask (speech: frame mask [N, T] or sample mask [N, S])
-  labels: jax.Array        # [N] int
+  labels: jax.Array        # [N, ...] int: a class [N], or token ids [N, U] (the objective reads it)
   example_mask: jax.Array  # [N] bool: False for padding examples
 
 
@@ -108,34 +115,25 @@ class ClientMetrics(NamedTuple):
   finite: jax.Array       # False if the update or the loss is not finite
 
 
-def exit_logits(spec: ClientSpec, depth: int, params: PyTree, batch: ClientData) -> jax.Array:
-  """Logits [n, B, C] of the n exits the client trains, spec.heads_at(depth)."""
+def exit_outputs(spec: ClientSpec, depth: int, params: PyTree, batch: ClientData) -> PyTree:
+  """The model's outputs (e.g. logits [n, B, C]) of the n exits the client trains,
+  spec.heads_at(depth)."""
   return spec.model.logits(params, batch.inputs, batch.input_mask, depth, spec.heads_at(depth))
 
 
 def data_loss(spec: ClientSpec, depth: int, params: PyTree, batch: ClientData) -> jax.Array:
   """The local objective on one (masked) batch, without the FedProx term."""
-  logits = exit_logits(spec, depth, params, batch)  # [n, B, C]
+  outputs = exit_outputs(spec, depth, params, batch)
   m = batch.example_mask.astype(jnp.float32)
   denom = jnp.maximum(jnp.sum(m), 1.0)
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  labels = batch.labels.astype(jnp.int32)
-  ce = -jnp.take_along_axis(logp, labels[None, :, None], axis=-1)[..., 0]  # [n, B]
-  per_exit = jnp.sum(ce * m, axis=-1) / denom
+  per_exit = jnp.sum(spec.objective.example_loss(outputs, batch.labels) * m, axis=-1) / denom
   if spec.loss == "last":
     return per_exit[-1]
   total = jnp.sum(per_exit)
-  n = logits.shape[0]
-  if spec.loss == "distill" and n > 1:
-    t = spec.distill_temperature
-    logq = jax.nn.log_softmax(logits / t, axis=-1)            # students
-    p_t = jax.lax.stop_gradient(jnp.exp(logq))                # teachers, detached
-    logp_t = jax.lax.stop_gradient(logq)
-    # kl[i, j, b] = KL(teacher j || student i)
-    kl = jnp.sum(p_t[None] * (logp_t[None] - logq[:, None]), axis=-1)
-    off = 1.0 - jnp.eye(n)
-    kl = jnp.sum(kl * off[..., None], axis=(0, 1)) / (n - 1)  # [B]
-    total = total + spec.distill_weight * (t * t) * jnp.sum(kl * m) / denom
+  if spec.loss == "distill":
+    total = total + spec.distill_weight * distillation(spec.objective, outputs,
+                                                       batch.example_mask,
+                                                       spec.distill_temperature)
   return total
 
 

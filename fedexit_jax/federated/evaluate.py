@@ -14,6 +14,7 @@ import numpy as np
 
 from fedexit_jax.federated import trees
 from fedexit_jax.federated.model import EarlyExitModel
+from fedexit_jax.federated.objective import CrossEntropy, Objective
 
 PyTree = Any
 
@@ -27,27 +28,26 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
   return np.pad(a, [(0, size - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _eval_batch(model, params, inputs, input_mask, labels, heads_at):
+@functools.partial(jax.jit, static_argnums=(0, 1, 6))
+def _eval_batch(model, objective, params, inputs, input_mask, labels, heads_at):
   head_rows = trees.select_exits(model, params, heads_at)  # static rows: the evaluated heads
-  logits = model.logits(head_rows, inputs, input_mask, heads_at[-1], heads_at)  # [n, B, C]
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  nll = -jnp.take_along_axis(logp, labels[None, :, None].astype(jnp.int32), axis=-1)[..., 0]
-  pred = jnp.argmax(logits, axis=-1)
-  return pred == labels[None], nll, jnp.max(jnp.exp(logp), axis=-1)
+  outputs = model.logits(head_rows, inputs, input_mask, heads_at[-1], heads_at)
+  return objective.eval_outputs(outputs, labels)
 
 
 def evaluate(model: EarlyExitModel, params: PyTree, inputs, input_mask, labels,
-             batch_size: int = 64, heads_at: Sequence[int] | None = None
-             ) -> dict[str, np.ndarray]:
-  """Error of the global model at its exits on a central test set.
+             batch_size: int = 64, heads_at: Sequence[int] | None = None,
+             objective: Objective = CrossEntropy()) -> dict[str, np.ndarray]:
+  """The global model at its exits on a central test set.
 
   params: the full trainable tree (one head row per exit of model.exits); inputs [M, ...],
   input_mask [M, ...] as the model reads them (speech: cached conv features [M, T, C] and frame
-  masks [M, T]), labels [M]. heads_at: the exits to evaluate (default all; train.py passes only
-  the exits some client trains). Returns numpy arrays over the n evaluated exits: "error" [n] and
-  "loss" [n] (mean over the M examples), and per example "correct" [n, M] and "confidence"
-  [n, M] (max softmax probability, for confidence-threshold early exit).
+  masks [M, T]), labels [M, ...] as the objective reads them. heads_at: the exits to evaluate
+  (default all; train.py passes only the exits some client trains). Returns numpy arrays over the
+  n evaluated exits: the objective's per-exit metrics (objective.summarize; CrossEntropy: "error"
+  [n] and "loss" [n], means over the M examples) and its per-example results [n, M, ...]
+  (CrossEntropy: "correct" and "confidence", the max softmax probability, for
+  confidence-threshold early exit).
   """
   exits = tuple(int(e) for e in model.exits)
   heads_at = exits if heads_at is None else tuple(int(e) for e in heads_at)
@@ -58,13 +58,11 @@ def evaluate(model: EarlyExitModel, params: PyTree, inputs, input_mask, labels,
   if m == 0:
     raise ValueError("evaluate: the test set is empty")
   bs = min(batch_size, m)
-  correct, nll, conf = [], [], []
+  parts: dict[str, list] = {}
   for s, e in _batches(m, bs):
-    c, l, p = _eval_batch(model, params, _pad(inputs[s:e], bs), _pad(input_mask[s:e], bs),
-                          _pad(labels[s:e], bs), heads_at)
-    correct.append(np.asarray(c)[:, :e - s])
-    nll.append(np.asarray(l)[:, :e - s])
-    conf.append(np.asarray(p)[:, :e - s])
-  correct, nll, conf = (np.concatenate(x, axis=1) for x in (correct, nll, conf))
-  return {"error": 1.0 - correct.mean(axis=1), "loss": nll.mean(axis=1), "correct": correct,
-          "confidence": conf}
+    out = _eval_batch(model, objective, params, _pad(inputs[s:e], bs),
+                      _pad(input_mask[s:e], bs), _pad(labels[s:e], bs), heads_at)
+    for k, v in out.items():
+      parts.setdefault(k, []).append(np.asarray(v)[:, :e - s])
+  collected = {k: np.concatenate(v, axis=1) for k, v in parts.items()}
+  return {**collected, **objective.summarize(collected)}

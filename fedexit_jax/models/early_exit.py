@@ -15,8 +15,10 @@ from fedexit_jax.models.modules import active_exits
 
 def exit_logits(config: EncoderConfig, backbone_params: dict, head_params: dict,
                 features: jax.Array, frame_mask: jax.Array | None, exits: Sequence[int],
-                depth: int, heads_at: Sequence[int] | None = None) -> jax.Array:
-  """features [B, T, C] (conv features from wav2vec2.extract_features) -> logits [n, B, classes].
+                depth: int, heads_at: Sequence[int] | None = None, head: str = "pooled"
+                ) -> jax.Array:
+  """features [B, T, C] (conv features from wav2vec2.extract_features) -> logits [n, B, classes]
+  (head "pooled") or frame logits [n, B, T, vocab] (head "frames"; heads.HEAD_KINDS).
 
   heads_at: the exit layers to compute (each one of `exits` and <= depth); default every exit <=
   depth. Only these heads are pooled and applied, so a loss that reads one exit costs one head.
@@ -40,4 +42,4 @@ def exit_logits(config: EncoderConfig, backbone_params: dict, head_params: dict,
   hidden = wav2vec2.encode_features(config, backbone_params, features, frame_mask,
                                     max(heads_at))
   selected = hidden[np.asarray(heads_at) - 1]  # static indices: [n, B, T, H]
-  return heads.apply_exit_heads(head_params, heads.stats_pool(selected, frame_mask))
+  return heads.apply_heads(head, head_params, selected, frame_mask)

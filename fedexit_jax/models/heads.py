@@ -1,6 +1,13 @@
-"""Exit heads as functions: statistics pooling over valid frames, then one linear layer (the
-paper's classification head), stacked over exits so that one einsum serves every exit. The module
-is modules.ExitHeads."""
+"""Exit heads as functions, stacked over exits so that one einsum serves every exit.
+
+- "pooled" (the paper's classification head): statistics pooling over valid frames, then one
+  linear layer. Module: modules.ExitHeads.
+- "frames" (the paper's ASR head, "frame-level sequence module -> linear -> CTC"): a temporal
+  convolution over the frames (kernel 3, GELU) as the sequence module, then a linear layer to
+  per-frame logits. A convolution rather than SUPERB's BiLSTM: per-exit and stacked it is one
+  einsum per tap, where a recurrent scan over frames would dominate a CPU round.
+  Module: modules.FrameExitHeads.
+"""
 from __future__ import annotations
 
 import jax
@@ -17,6 +24,47 @@ def init_exit_heads(rng: jax.Array, hidden_size: int, num_classes: int, num_exit
   module = modules.init_fast(
       lambda rngs: modules.ExitHeads(hidden_size, num_classes, num_exits, rngs=rngs), rng)
   return nnx.to_pure_dict(nnx.state(module))
+
+
+HEAD_KINDS = ("pooled", "frames")
+
+
+def init_heads(rng: jax.Array, kind: str, hidden_size: int, num_outputs: int,
+               num_exits: int) -> dict:
+  """The stacked heads of `kind` (HEAD_KINDS): num_outputs classes, or the CTC vocabulary."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from fedexit_jax.models import modules  # pylint: disable=import-outside-toplevel (cycle)
+  module = modules.init_fast(lambda rngs: modules.make_heads(
+      kind, hidden_size, num_outputs, num_exits, rngs=rngs), rng)
+  return nnx.to_pure_dict(nnx.state(module))
+
+
+def apply_heads(kind: str, head_params: dict, hidden: jax.Array,
+                frame_mask: jax.Array | None) -> jax.Array:
+  """hidden [n, B, T, H] of n exits -> pooled logits [n, B, C] or frame logits [n, B, T, V]."""
+  if kind == "pooled":
+    return apply_exit_heads(head_params, stats_pool(hidden, frame_mask))
+  return apply_frame_heads(head_params, hidden, frame_mask)
+
+
+def apply_frame_heads(head_params: dict, hidden: jax.Array,
+                      frame_mask: jax.Array | None) -> jax.Array:
+  """hidden [n, B, T, H] -> frame logits [n, B, T, V] with the first n heads: a 'same' temporal
+  convolution (padded frames zeroed first, so padding never leaks into real frames), GELU, then a
+  linear layer."""
+  n, _, t, _ = hidden.shape
+  kernel = head_params["conv_kernel"][:n]  # [n, K, H, D]
+  k = kernel.shape[1]
+  if frame_mask is not None:
+    hidden = hidden * frame_mask.astype(hidden.dtype)[..., None]
+  left = k // 2
+  x = jnp.pad(hidden, ((0, 0), (0, 0), (left, k - 1 - left), (0, 0)))
+  y = head_params["conv_bias"][:n, None, None, :]
+  for j in range(k):
+    y = y + jnp.einsum("nbth,nhd->nbtd", x[:, :, j:j + t], kernel[:, j])
+  y = jax.nn.gelu(y, approximate=False)
+  return (jnp.einsum("nbtd,ndv->nbtv", y, head_params["out_kernel"][:n])
+          + head_params["out_bias"][:n, None, None, :])
 
 
 def stats_pool(hidden: jax.Array, frame_mask: jax.Array | None = None, eps: float = STD_EPS) -> jax.Array:

@@ -442,6 +442,36 @@ class ExitHeads(nnx.Module):
                                       heads_lib.stats_pool(hidden, frame_mask))
 
 
+class FrameExitHeads(nnx.Module):
+  """Per-frame exit heads for CTC (heads.apply_frame_heads), stacked over exits: a temporal conv
+  conv_kernel [E, K, H, D] (+ conv_bias [E, D]) with GELU, then out_kernel [E, D, V] (+ out_bias
+  [E, V]). LeCun-normal kernels, so initial logits are O(1)."""
+
+  def __init__(self, hidden_size: int, vocab_size: int, num_exits: int, *, width: int = 128,
+               kernel: int = 3, rngs: nnx.Rngs):
+    self.conv_kernel = _normal(rngs, (num_exits, kernel, hidden_size, width),
+                               1.0 / math.sqrt(kernel * hidden_size))
+    self.conv_bias = _zeros((num_exits, width))
+    self.out_kernel = _normal(rngs, (num_exits, width, vocab_size), 1.0 / math.sqrt(width))
+    self.out_bias = _zeros((num_exits, vocab_size))
+
+  def __call__(self, hidden: jax.Array, frame_mask: jax.Array | None) -> jax.Array:
+    """hidden [n, B, T, H] -> frame logits [n, B, T, V] from the first n rows."""
+    return heads_lib.apply_frame_heads(
+        {k: getattr(self, k)[...] for k in ("conv_kernel", "conv_bias", "out_kernel",
+                                            "out_bias")}, hidden, frame_mask)
+
+
+def make_heads(kind: str, hidden_size: int, num_outputs: int, num_exits: int, *,
+               rngs: nnx.Rngs) -> ExitHeads | FrameExitHeads:
+  """The stacked exit heads of a kind in heads.HEAD_KINDS."""
+  if kind == "pooled":
+    return ExitHeads(hidden_size, num_outputs, num_exits, rngs=rngs)
+  if kind == "frames":
+    return FrameExitHeads(hidden_size, num_outputs, num_exits, rngs=rngs)
+  raise ValueError(f"unknown head kind {kind!r}; choose one of {heads_lib.HEAD_KINDS}")
+
+
 def active_exits(config: EncoderConfig, exits: Sequence[int], depth: int) -> tuple[int, ...]:
   """The exits a depth-`depth` forward pass reaches; validates exits and depth."""
   exits = tuple(int(e) for e in exits)
@@ -463,15 +493,18 @@ class SpeechEarlyExit(nnx.Module):
     logits = model(waveform, depth=6)          # [2, B, 12]: exits 3 and 6
     hidden = model.backbone(waveform, depth=6)  # [6, B, T, H]
 
+  head="frames" gives per-frame heads (FrameExitHeads, for CTC): num_classes is then the
+  vocabulary and the call returns frame logits [n, B, T, V].
+
   Load pretrained weights with `fedexit_jax.convert.load_early_exit`.
   """
 
   def __init__(self, config: EncoderConfig, exits: Sequence[int], num_classes: int, *,
-               rngs: nnx.Rngs):
+               head: str = "pooled", rngs: nnx.Rngs):
     self.exits = tuple(int(e) for e in exits)
     active_exits(config, self.exits, config.num_hidden_layers)  # validates
     self.backbone = Encoder(config, rngs=rngs)
-    self.heads = ExitHeads(config.hidden_size, num_classes, len(self.exits), rngs=rngs)
+    self.heads = make_heads(head, config.hidden_size, num_classes, len(self.exits), rngs=rngs)
 
   def __call__(self, waveform: jax.Array, attention_mask: jax.Array | None = None,
                depth: int | None = None) -> jax.Array:
