@@ -98,10 +98,10 @@ def build(name: str, root: str, rows: Sequence[Row], class_names: Tuple[str, ...
     raise DataError(f"{root}: none of the {len(rows)} {name} utterance(s) could be read")
   keep = [rows[i] for i in kept]
   waveforms, lengths = stack(waves, limit)
-  col = lambda k: np.asarray([getattr(r, k) for r in keep], dtype=str)  # noqa: E731
   data = Utterances(waveforms, lengths, np.asarray([r.label for r in keep], np.int32),
-                    col("text"), col("speaker"), col("split"), col("file"),
-                    tuple(class_names), num_skipped + skipped)
+                    *(np.asarray([getattr(r, k) for r in keep], dtype=str)
+                      for k in ("text", "speaker", "split", "file")),
+                    class_names=tuple(class_names), num_skipped=num_skipped + skipped)
   if use_cache:
     _save(cache_file, data)
   return data
