@@ -67,6 +67,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.dirichlet_alpha = 0.5
   c.data.num_clients = 100
   c.data.skip_bad_files = False  # skip unreadable audio files (counted and reported) or fail
+  # The other tasks (sid, er, asr; unused by kws). Their utterances differ in length: each is cut
+  # to data.max_seconds and padded, padded frames masked.
+  c.data.max_seconds = 6.0
+  c.data.per_speaker = 20  # synth: utterances per speaker (sid, er, asr)
+  c.data.verify_speakers = 20  # sid synth: further speakers, never a client's, for the EER trials
+  c.data.num_trials = 4000  # sid synth: verification trials among them (balanced)
+  c.data.trials_file = None  # sid folder: VoxCeleb1 trial list (None: veri_test2.txt, veri_test.txt)
+  c.data.num_sessions = 5  # er synth: IEMOCAP-like sessions of one female and one male speaker
+  c.data.test_session = 5  # er: the held-out session (the central test set)
+  c.data.train_splits = ("train-clean-100",)  # asr folder: LibriSpeech split folders to train on
+  c.data.test_splits = ("test-clean",)  # asr folder: the central test set (e.g. + "test-other")
 
   c.model = ml_collections.ConfigDict()
   c.model.preset = "small"  # fedexit_jax.models.config presets: small | base | large

@@ -353,18 +353,24 @@ def validate_config(config: ml_collections.ConfigDict,
   _choice(config.model.preset, tuple(mconfig.PRESETS), "model.preset")
   if config.data.num_classes not in (12, 35):
     raise ConfigError(f"data.num_classes must be 12 or 35, got {config.data.num_classes!r}")
-  if config.data.source == "synth" and config.data.num_classes != 12:
-    raise ConfigError("the synthetic corpus has the 12-class label set; data.num_classes=35 "
-                      "needs data.source='folder' or 'tfds'")
+  if (config.task == "kws" and config.data.source == "synth" and config.data.num_classes == 35
+      and config.data.unknown_per_speaker < 25):
+    raise ConfigError("35 classes from the synthetic corpus need every non-keyword word: "
+                      "--config.data.unknown_per_speaker=25 (as configs/kws35.py sets)")
+  if config.task != "kws" and config.data.source == "tfds":
+    raise ConfigError(f"data.source='tfds' is keyword spotting's (Speech Commands); task "
+                      f"{config.task!r} reads 'synth' or a corpus 'folder'")
   if config.data.source == "folder" and not config.data.dir:
-    raise ConfigError("data.source='folder' needs the Speech Commands folder: "
-                      "--config.data.dir=/path/to/speech_commands_v0.02")
+    raise ConfigError(f"data.source='folder' needs the corpus folder: --config.data.dir=/path/to/"
+                      + {"kws": "speech_commands_v0.02", "sid": "voxceleb1", "er": "IEMOCAP",
+                         "asr": "LibriSpeech"}[config.task])
   if config.data.test_dir is not None and (config.data.source != "folder"
                                            or config.data.num_classes != 12):
     raise ConfigError("data.test_dir (the 12-class test archive) needs data.source='folder' and "
                       "data.num_classes=12")
   if config.data.partition == "dirichlet":
     _positive(config, "data.dirichlet_alpha")
+  _positive(config, "data.max_seconds", "data.per_speaker", "data.num_sessions")
   if config.data.source == "synth":
     _positive(config, "data.num_speakers", "data.per_word", "data.test_fraction")
     v, t = config.data.val_fraction, config.data.test_fraction
@@ -440,6 +446,12 @@ def validate_config(config: ml_collections.ConfigDict,
 
 SYNTH_KEYS = ("seed", "num_speakers", "per_word", "unknown_per_speaker", "snr_db",
               "val_fraction", "test_fraction")
+TASK_SYNTH_KEYS = {  # what each other task's offline corpus is generated from (its cache key)
+    "sid": ("seed", "num_speakers", "per_speaker", "verify_speakers", "num_trials",
+            "test_fraction", "snr_db"),
+    "er": ("seed", "num_sessions", "per_speaker"),
+    "asr": ("seed", "num_speakers", "per_speaker", "test_fraction"),
+}
 
 
 def resolve_data_dir(config: ml_collections.ConfigDict) -> Path:
@@ -451,6 +463,11 @@ def resolve_data_dir(config: ml_collections.ConfigDict) -> Path:
   if config.data.source != "synth":
     raise ConfigError(f"data.source={config.data.source!r} needs --config.data.dir")
   import hashlib  # pylint: disable=import-outside-toplevel
+  if config.task != "kws":
+    keys = TASK_SYNTH_KEYS[config.task]
+    settings = {k: config.data[k] for k in keys}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()
+    return cache_root() / f"synth-{config.task}-{digest[:12]}"
   settings = {k: config.data[k] for k in SYNTH_KEYS}
   digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()
   return cache_root() / f"synth-{digest[:12]}"

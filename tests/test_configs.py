@@ -27,6 +27,20 @@ def test_every_config_has_the_default_schema(name):
   assert sorted(cu.flat_keys(config)) == sorted(cu.flat_keys(cu.default_config()))
 
 
+@pytest.mark.parametrize("name,task,tiers", [("kws12.py", "kws", [3, 6]), ("kws35.py", "kws", [3, 6]),
+                                             ("sid.py", "sid", [3, 9]), ("er.py", "er", [3, 9]),
+                                             ("asr.py", "asr", [3, 9])])
+def test_task_configs_validate_and_name_their_task(name, task, tiers):
+  """The paper's tiers: half at layer 3, half at the task's best layer (6 KWS, 9 otherwise)."""
+  config = cu.load_config(REPO / "configs" / name)
+  cu.validate_config(config)
+  assert config.task == task and config.data.source == "synth"
+  assert [t["max_depth"] for t in config.tiers] == tiers
+  assert [t["fraction"] for t in config.tiers] == [0.5, 0.5]
+  assert sorted(cu.flat_keys(config)) == sorted(cu.flat_keys(cu.default_config()))
+  assert cu.resolve_data_dir(config).name.startswith("synth-" + ("" if task == "kws" else task))
+
+
 def test_default_config_values():
   c = cu.default_config()
   assert c.data.source == "synth" and c.model.preset == "small"
@@ -112,7 +126,7 @@ def test_bad_overrides_name_the_key(override, match):
     (["client_optimizer.learning_rate=0"], "learning_rate must be a positive"),
     (["model.exits=6,3"], "strictly increasing"),
     (["chunk_size=lots"], "chunk_size must be 'auto' or a positive int"),
-    (["data.num_classes=35"], "synthetic corpus has the 12-class"),
+    (["data.num_classes=35"], "need every non-keyword word"),
     (["data.source=hf"], "data.source='hf' is not one of"),
     (["model.preset=huge"], "model.preset"),
     (["exit_policy.thresholds=0.5,1.5"], r"must lie in \[0, 1\]"),

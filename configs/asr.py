@@ -1,0 +1,34 @@
+"""Speech recognition with CTC (the paper's LibriSpeech rows), offline by default: eSpeak
+speakers reading sentences of a small grammar, in the LibriSpeech layout (train-clean-100 for
+the clients' speakers, test-clean for held-out speakers). Per-frame exit heads over the 29
+characters, CTC loss, greedy decoding; WER and CER per exit. Partition by speaker; tiers at
+layers 3 and 9 (the paper's best ASR layer).
+
+  fedexit run --config configs/asr.py --workdir runs/asr
+  # LibriSpeech: --config.data.source=folder --config.data.dir=/data/LibriSpeech
+  #   --config.data.test_splits='("test-clean","test-other")' ...
+"""
+from __future__ import annotations
+
+import os
+
+from fedexit_jax import config_utils
+
+
+def get_config():
+  c = config_utils.load_config(os.path.join(os.path.dirname(__file__), "default.py"))
+  c.task = "asr"
+  c.rounds = 30
+  c.eval_every = 5
+  c.data.num_speakers = 60
+  c.data.per_speaker = 20
+  c.data.test_fraction = 0.2  # of the speakers (held out)
+  c.data.max_seconds = 6.0
+  c.data.partition = "per_speaker"
+  c.model.exits = (3, 6, 9, 12)
+  c.tiers = [dict(fraction=0.5, max_depth=3, speed=1.0), dict(fraction=0.5, max_depth=9, speed=3.0)]
+  c.clients_per_round = 8
+  c.local_epochs = 2
+  c.batch_size = 8
+  c.client_optimizer.learning_rate = 1e-3
+  return c

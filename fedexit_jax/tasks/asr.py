@@ -1,0 +1,78 @@
+"""Speech recognition with CTC (the paper's LibriSpeech rows): LibriSpeech's layout
+(`<split>/<spk>/<chapter>/<spk>-<chapter>-<n>.flac` + `.trans.txt`), or the offline stand-in
+written in it (data.synth_tasks: sentences from a small grammar). Partition by speaker; the test
+speakers are held out (test-clean, optionally test-other).
+
+Head: per-frame (heads "frames": a temporal conv, then linear) over the 29-symbol character
+vocabulary (blank, space, apostrophe, a-z); CTC loss (optax); greedy decoding; WER and CER
+(jiwer), lower is better. Labels are the token ids of the transcript, padded with the blank.
+"""
+from __future__ import annotations
+
+import ml_collections
+import numpy as np
+
+from fedexit_jax import config_utils, scoring
+from fedexit_jax import federated as fl
+from fedexit_jax.data import librispeech, synth_tasks, utterances
+from fedexit_jax.tasks.base import Corpus, Task
+
+
+def corpus_root(config: ml_collections.ConfigDict):
+  d = config.data
+  root = config_utils.resolve_data_dir(config)
+  if d.source == "synth":
+    root = synth_tasks.synthesize_librispeech(root, num_speakers=d.num_speakers,
+                                              per_speaker=d.per_speaker, seed=d.seed,
+                                              test_fraction=d.test_fraction,
+                                              progress=config.progress_bar)
+  return root
+
+
+class SpeechRecognition(Task):
+  name = "asr"
+  head = "frames"
+  objective = fl.CTC(blank=0)
+  primary = "wer"
+
+  def load(self, config):
+    d = config.data
+    root = corpus_root(config)
+    train_splits = ("train-clean-100",) if d.source == "synth" else tuple(d.train_splits)
+    test_splits = ("test-clean",) if d.source == "synth" else tuple(d.test_splits)
+    kw = dict(max_seconds=d.max_seconds, skip_errors=d.skip_bad_files,
+              progress=config.progress_bar)
+    train = librispeech.load(root, splits=train_splits, **kw)
+    test = librispeech.load(root, splits=test_splits, **kw)
+    return Corpus(train, test, root)
+
+  def num_outputs(self, config, corpus=None) -> int:
+    del config, corpus
+    return len(librispeech.VOCAB)
+
+  def labels(self, part) -> np.ndarray:
+    """Token ids [U, L] of the transcripts, padded with the blank (0), L the longest."""
+    ids = [librispeech.text_to_ids(t) for t in part.texts]
+    out = np.zeros((len(ids), max([len(i) for i in ids] + [1])), np.int32)
+    for r, i in enumerate(ids):
+      out[r, :len(i)] = i
+    return out
+
+  def metrics(self, ev, test):
+    """WER and CER of the greedy CTC transcripts per exit (per test split with several)."""
+    refs = np.array([str(t) for t in test.texts], dtype=object)
+    groups = {"": np.ones(len(refs), bool)}
+    splits = sorted(set(test.splits.tolist()))
+    if len(splits) > 1:  # e.g. test-clean and test-other: each its own row too
+      groups.update({"_" + s.replace("-", "_"): test.splits == s for s in splits})
+    out = {f"{m}{g}": [] for g in groups for m in ("wer", "cer")}
+    for path in ev["best_path"]:  # [M, T] per exit, -1 on padded frames
+      hyps = np.array([librispeech.ids_to_text(h)
+                       for h in scoring.ctc_greedy_decode(path, path >= 0)], dtype=object)
+      for g, sel in groups.items():
+        out[f"wer{g}"].append(scoring.wer(list(refs[sel]), list(hyps[sel])))
+        out[f"cer{g}"].append(scoring.cer(list(refs[sel]), list(hyps[sel])))
+    return {k: np.array(v) for k, v in out.items()}
+
+  def chance(self, config, corpus):
+    return 1.0  # no words right
