@@ -1,7 +1,8 @@
 """The paper's scenarios and the aggregation ablations, over several seeds, with paired intervals.
 
   python experiments/paper_scenarios.py --workdir runs/ablation --seeds 0-4
-      [--config configs/default.py] [--only paper,fedavg_naive] [--deep-shares 10,30,70,90]
+      [--config configs/default.py (or configs/sid.py, er.py, asr.py, kws35.py: any task)]
+      [--only paper,fedavg_naive] [--deep-shares 10,30,70,90]
       [--config.rounds=40 ...] [--out experiments/results/x.md]
 
 Scenarios (paper-notes.md), each run once per seed in WORKDIR/seed<s>/<scenario>:
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedexit_jax import config_utils, metrics, stats, train
+from fedexit_jax import config_utils, metrics, stats, tasks, train
 
 SCHEME_LABELS = {"fedavg_naive": "hetero FedAvg (whole model)", "paper": "layer-wise, Eq. 1",
                  "samples": "samples (ReeFL)", "uniform": "uniform (DepthFL)", "depth": "depth"}
@@ -103,7 +104,7 @@ def run_scenario(base, name: str, overrides: dict, workdir: Path) -> dict:
   t0 = time.time()
   result = train.train_and_evaluate(config, workdir, resume=True)
   rows = metrics.read_metrics(workdir)
-  result.update(name=name, weighting=config.weighting,
+  result.update(error=result[compared_metric(config)], name=name, weighting=config.weighting,
                 depths="/".join(str(t["max_depth"]) for t in config.tiers),
                 sim_seconds=float(sum(r.get("sim_seconds", 0.0) for r in rows)),
                 local_steps=int(sum(r.get("local_steps", 0) for r in rows)),
@@ -116,14 +117,21 @@ def read_finished(base, name: str, overrides: dict, workdir: Path) -> dict | Non
   None if the run has not reached its last round."""
   config = _configure(base, overrides)
   rows = metrics.read_metrics(workdir) if (workdir / "metrics.jsonl").exists() else []
-  last = [r for r in rows if r.get("round") == config.rounds and "error" in r]
+  key = compared_metric(config)
+  last = [r for r in rows if r.get("round") == config.rounds and key in r]
   if not last:
     return None
-  return dict(name=name, weighting=config.weighting, error=last[-1]["error"], tiers=[],
+  return dict(name=name, weighting=config.weighting, error=last[-1][key], tiers=[],
               depths="/".join(str(t["max_depth"]) for t in config.tiers),
               sim_seconds=float(sum(r.get("sim_seconds", 0.0) for r in rows)),
               local_steps=int(sum(r.get("local_steps", 0) for r in rows)),
               rows=rows, wall=0.0, reused=True)
+
+
+def compared_metric(config) -> str:
+  """The task's primary metric ("error"; "wer" for ASR): what the tables compare (stored under
+  the results' "error" key whatever its name)."""
+  return tasks.get(config.task).primary
 
 
 def steps_budget(paper_result: dict, rounds: int) -> int:
@@ -157,10 +165,11 @@ def errors_by_seed(results: dict, name: str, exit_: str, seeds: list[int]) -> li
   return None if any(v is None for v in vals) else vals
 
 
-def summary_tables(results: dict, seeds: list[int], exits: list[str], shares=()) -> str:
+def summary_tables(results: dict, seeds: list[int], exits: list[str], shares=(),
+                   metric: str = "error") -> str:
   """Markdown: per-scenario means with intervals, paired differences to `paper`, the paper's
   ordering per exit in words, and the deep-share sweep."""
-  lines = [f"### Test error % (mean ± 95% t-interval over {len(seeds)} seeds: {seeds})", "",
+  lines = [f"### Test {metric} % (mean ± 95% t-interval over {len(seeds)} seeds: {seeds})", "",
            "| scenario | rule | client depths | " + " | ".join(f"exit {e}" for e in exits)
            + " | sim. s / round | upload / round, deepest tier (MiB) |",
            "|---|---|---|" + "---|" * len(exits) + "---|---|"]
@@ -300,11 +309,11 @@ def main(argv=None) -> int:
       f"Config: `{args.config}` with overrides {overrides or 'none'}; rounds: {base.rounds}, "
       f"clients: {base.data.num_clients} ({base.data.partition} partition), per round: "
       f"{base.clients_per_round}, backbone: {base.model.checkpoint}.", "",
-      "Test error of the global model on the central test set (held-out speakers) after the last "
+      f"Test {compared_metric(base)} of the global model on the central test set (held-out speakers) after the last "
       "round. A seed fixes the partition, tiers, cohorts and init for every scenario, so "
       "differences are paired by seed. Simulated time from the tiers' relative speeds (a round "
       "waits for its slowest client).", "",
-      summary_tables(results, seeds, exits, shares), "",
+      summary_tables(results, seeds, exits, shares, compared_metric(base)), "",
       "## Cost per client depth (one local step; XLA cost and memory analysis)", "",
       cost_table(results) if not args.report_only else "(not in --report-only tables)", ""])
   out = Path(args.out) if args.out else root / "scenarios.md"
