@@ -51,12 +51,13 @@ def _speaker_id(seed: int, index: int) -> str:
   return hashlib.sha1(f"fedexit-synth:{seed}:{index}".encode()).hexdigest()[:8]
 
 
-def make_speakers(num_speakers: int, seed: int) -> List[Dict]:
-  """The fixed traits of each speaker; speaker i depends only on (seed, i)."""
+def make_speakers(num_speakers: int, seed: int, salt: int = 0x5bea) -> List[Dict]:
+  """The fixed traits of each speaker; speaker i depends only on (seed, i, salt) (another salt:
+  another population, as the other synthetic corpora use)."""
   variants = espeak.available_variants()
   out = []
   for i in range(num_speakers):
-    rng = np.random.default_rng([seed, i, 0x5bea])
+    rng = np.random.default_rng([seed, i, salt])
     out.append(dict(
         id=_speaker_id(seed, i), index=i,
         voice=espeak.ENGLISH_VOICES[int(rng.integers(len(espeak.ENGLISH_VOICES)))],
@@ -316,8 +317,9 @@ def synthesize_corpus(out_dir, num_speakers: int = 128, per_word: int = 2,
   return out
 
 
-def _run_in_fresh_processes(jobs, workers: int):
-  """Runs each job in its own `python -m fedexit_jax.data.synth` process, `workers` at a time.
+def _run_in_fresh_processes(jobs, workers: int, module: str = "fedexit_jax.data.synth"):
+  """Runs each job in its own `python -m <module> <kind> <task json>` process, `workers` at a
+  time (the module's __main__ runs the job and prints its result as JSON).
 
   Fresh processes (not a fork of this one, not a reused pool worker) give every shard the same
   eSpeak starting state; a plain subprocess also spares callers the `if __name__ ==
@@ -333,7 +335,7 @@ def _run_in_fresh_processes(jobs, workers: int):
       while pending and len(running) < workers:
         kind, task = pending.pop(0)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fedexit_jax.data.synth", kind, json.dumps(task)],
+            [sys.executable, "-m", module, kind, json.dumps(task)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
             text=True)
         running.append((kind, proc))
