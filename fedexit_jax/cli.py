@@ -22,13 +22,23 @@ small 12-layer backbone self-supervised-pretrained offline (builtin:small_ssl), 
 clients in two tiers (exit 3 / exit 6); a few minutes on a
 laptop CPU.
 
+The paper's tasks, each offline by default (the corpus is generated once, in the real corpus's
+layout) and on the real corpus with --config.data.source=folder --config.data.dir=DIR:
+  configs/kws12.py   keyword spotting, 12 classes (= the default)      metrics: error
+  configs/kws35.py   keyword spotting, 35 classes                      metrics: error
+  configs/sid.py     speaker id (VoxCeleb1 layout) + verification      metrics: error, eer
+  configs/er.py      emotion, 4 classes (IEMOCAP layout; offline: a prosodic stand-in)  error
+  configs/asr.py     speech recognition, CTC (LibriSpeech layout)      metrics: wer, cer
+
 Workdir outputs:
   config.json          the config this run used
   metrics.jsonl        one JSON object per evaluated round: {"round": r, "error": {"3": ..}, ..}
+                       (one {exit: value} map per task metric: error, eer, wer, cer)
   tensorboard/         the same metrics as TensorBoard scalars (tensorboard --logdir WORKDIR)
   checkpoints/<round>/ orbax checkpoints (server params, optimizer state, round, RNG)
-  plots/*.png          error per exit over rounds, cost per tier, accuracy vs exit depth
-  summary.md           final error per exit, early-exit policies, compute/memory/upload per tier
+  plots/*.png          each metric per exit over rounds, cost per tier, accuracy vs exit depth
+  summary.md           final metrics per exit, early-exit policies (classification),
+                       compute/memory/upload per tier
 
 Config overrides: --config.KEY=VALUE, nested keys with dots; values are parsed with the type of
 the key's default (lists/dicts as JSON or Python literals). Unknown keys are errors.
@@ -40,6 +50,7 @@ Examples:
       --config.data.dir=/data/speech_commands_v0.02
   fedexit run --workdir runs/ablation --config.weighting=samples \\
       --config.tiers='[{"fraction": 1.0, "max_depth": 6, "speed": 1.0}]'
+  fedexit run --config configs/asr.py --workdir runs/asr
   fedexit run --workdir runs/default --resume     # continue a stopped run
   fedexit run --workdir runs/x --dry-run          # check and print the config, do nothing
 """

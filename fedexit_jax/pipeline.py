@@ -227,6 +227,10 @@ def federated_data(config: ml_collections.ConfigDict, encoder: EncoderConfig, fr
     clients = fl.ClientData(cd.waveforms, smask if use_mask else ones, cd.labels,
                             cd.example_mask)
     tfeats, tmask = corpus.test.waveforms, test_smask if use_mask else np.ones_like(test_smask)
+  # Utterances of different lengths are padded to the longest (<= data.max_seconds) and masked:
+  # the share of real audio says what bucketing by length could save at most.
+  lengths = np.asarray(cd.lengths)[np.asarray(cd.example_mask)]
+  summary["audio_fill"] = float(lengths.sum() / max(lengths.size * cd.waveforms.shape[-1], 1))
   return FederatedData(clients, tfeats, tmask, task.labels(corpus.test), summary)
 
 

@@ -80,9 +80,14 @@ def run_probe(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
   t0 = time.time()
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  task = pipeline.task_of(config)
+  if task.head != "pooled":
+    raise config_utils.ConfigError(f"fedexit probe fits a classifier on pooled layers; task "
+                                   f"{config.task!r} has no utterance classes")
   encoder = config_utils.encoder_config(config)
-  encoder, params, _ = pipeline.init_model(config, encoder, jax.random.PRNGKey(config.seed))
   corpus = pipeline.load_corpus(config)
+  encoder, params, _ = pipeline.init_model(config, encoder, jax.random.PRNGKey(config.seed),
+                                           corpus)
   # Base-style (group-norm) models run on zero-padded audio without a mask, as in federated_data.
   use_mask = pipeline.uses_mask(config, encoder)
   data = {}
@@ -101,7 +106,7 @@ def run_probe(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
   result = {"layer": acc, "best_layer": int(best),
             "checkpoint": None if config.model.checkpoint is None else str(config.model.checkpoint),
             "num_train": int(len(train_y)), "num_test": int(len(test_y)),
-            "num_classes": int(config.data.num_classes),
+            "num_classes": int(task.num_outputs(config, corpus)),
             "majority_accuracy": float(np.mean(test_y == np.bincount(train_y).argmax())),
             "classifier": f"standardised stats-pooled features, LogisticRegression(C={C})",
             "seconds": round(time.time() - t0, 1)}

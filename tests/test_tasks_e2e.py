@@ -3,7 +3,9 @@ back by the real loader): 2 rounds of the real pipeline on a tiny backbone write
 the task's metrics per exit, summary.md, plots and checkpoints, and resume exactly."""
 from __future__ import annotations
 
+import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -69,3 +71,34 @@ def test_task_runs_two_rounds_and_writes_its_metrics(cache, tmp_path, task):
   again = train.train_and_evaluate(config, tmp_path / "run", resume=True)
   for name in METRICS[task]:
     assert again[name] == result[name]
+
+
+def test_kws35_offline_has_35_classes_and_runs(cache, tmp_path):
+  """configs/kws35.py: the offline speakers say all 35 words; the head has 35 classes."""
+  os.environ["FEDEXIT_CACHE"] = str(cache)
+  base = config_utils.load_config(config_utils.configs_dir() / "kws35.py")
+  config = config_utils.apply_overrides(base, TINY_MODEL + [
+      "data.num_speakers=8", "data.per_word=1", "data.test_fraction=0.25", "data.num_clients=4",
+      "clients_per_round=2", "data.clip_seconds=0.5"])
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  info = (tmp_path / "run" / "run_info.json").read_text()
+  assert set(result["error"]) == {"2", "4"}
+  counts = np.asarray(json.loads(info)["partition"]["label_counts"])
+  assert counts.shape[1] == 35 and (counts.sum(0) > 0).sum() == 35  # every word is a client's
+
+
+def test_scenarios_runner_compares_the_tasks_primary_metric(cache, tmp_path, capsys):
+  """paper_scenarios.py on the ASR task compares WER (its primary metric), paired by seed."""
+  sys.path.insert(0, str(config_utils.configs_dir().parent / "experiments"))
+  import paper_scenarios as ps  # pylint: disable=import-outside-toplevel
+  os.environ["FEDEXIT_CACHE"] = str(cache)
+  args = ["--config", str(config_utils.configs_dir() / "asr.py"), "--workdir", str(tmp_path),
+          "--seeds", "0", "--only", "paper,fedavg_naive"]
+  args += [f"--config.{o}" for o in TINY_MODEL + TASKS["asr"]
+           if not o.startswith(("eval_every=", "progress_bar="))]
+  assert ps.main(args) == 0
+  table = (tmp_path / "scenarios.md").read_text()
+  assert "Test wer % (mean" in table and "| paper | layer-wise, Eq. 1 | 2/4 |" in table
+  res = json.loads((tmp_path / "scenarios.json").read_text())["results"]
+  wer = metrics.read_metrics(tmp_path / "seed0" / "paper")[-1]["wer"]
+  assert res["paper"]["0"]["error"] == wer  # the compared numbers are the run's WER

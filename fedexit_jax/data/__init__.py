@@ -1,4 +1,14 @@
-"""Speech data: audio loading, Speech Commands (folder and tfds), a synthetic corpus, partitions.
+"""Speech data: audio loading, Speech Commands (folder and tfds), a synthetic corpus, partitions,
+and the other tasks' corpora.
+
+Other tasks (each loader returns utterances.Utterances; the offline stand-ins are written in the
+real layouts by synth_tasks, so one loader reads both):
+  voxceleb.load_identification(root, max_seconds) / voxceleb.load_verification(root, trials_file)
+  iemocap.load(root, test_session=5, max_seconds) / iemocap.folds(data)   (SUPERB 4 classes)
+  librispeech.load(root, splits=("train-clean-100",), max_seconds), librispeech.VOCAB,
+    text_to_ids, ids_to_text                                               (CTC characters)
+  synth_tasks.synthesize_voxceleb / synthesize_iemocap / synthesize_librispeech(out_dir, ...)
+  corpus.py: the decode -> cut -> normalise -> pad -> cache step they share
 
 Data flows one way: a folder in the Speech Commands v0.02 layout (real, or written by `synth`)
 -> `speech_commands.load_folder` (numpy arrays, cached) -> `partition` (client index lists)
