@@ -20,7 +20,7 @@ from fedexit_jax import config_utils
 def get_config():
   c = config_utils.load_config(os.path.join(os.path.dirname(__file__), "default.py"))
   c.task = "sid"
-  c.rounds = 30
+  c.rounds = 20
   c.eval_every = 5
   c.data.num_speakers = 40
   c.data.per_speaker = 20
@@ -33,7 +33,7 @@ def get_config():
   c.data.num_clients = 20
   c.model.exits = (3, 6, 9, 12)
   c.tiers = [dict(fraction=0.5, max_depth=3, speed=1.0), dict(fraction=0.5, max_depth=9, speed=3.0)]
-  c.clients_per_round = 10
-  c.local_epochs = 3
+  c.clients_per_round = 5
+  c.local_epochs = 2
   c.batch_size = 16
   return c

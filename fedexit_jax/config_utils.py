@@ -361,7 +361,7 @@ def validate_config(config: ml_collections.ConfigDict,
     raise ConfigError(f"data.source='tfds' is keyword spotting's (Speech Commands); task "
                       f"{config.task!r} reads 'synth' or a corpus 'folder'")
   if config.data.source == "folder" and not config.data.dir:
-    raise ConfigError(f"data.source='folder' needs the corpus folder: --config.data.dir=/path/to/"
+    raise ConfigError("data.source='folder' needs the corpus folder: --config.data.dir=/path/to/"
                       + {"kws": "speech_commands_v0.02", "sid": "voxceleb1", "er": "IEMOCAP",
                          "asr": "LibriSpeech"}[config.task])
   if config.data.test_dir is not None and (config.data.source != "folder"

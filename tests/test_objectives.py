@@ -2,7 +2,6 @@
 by hand, DepthFL distillation reduced to the classifier's formula, and a CTC model with frame
 heads through the vectorised round against the per-client reference loop, evaluation, learning."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest

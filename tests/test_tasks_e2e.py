@@ -14,17 +14,12 @@ from fedexit_jax import config_utils, metrics, train
 
 pytestmark = pytest.mark.slow
 
-TINY_MODEL = [
-    "progress_bar=False", "model.exits=(2, 4)", "model.checkpoint=None", "cpu_devices=1",
-    ('tiers=[{"fraction": 0.5, "max_depth": 2, "speed": 1.0}, '
-     '{"fraction": 0.5, "max_depth": 4, "speed": 2.0}]'),
-    "model.overrides.hidden_size=32", "model.overrides.num_hidden_layers=4",
-    "model.overrides.num_attention_heads=2", "model.overrides.intermediate_size=64",
-    "model.overrides.conv_dim=(16, 16, 16, 16, 16, 16, 16)",
-    "model.overrides.num_conv_pos_embeddings=8", "model.overrides.num_conv_pos_embedding_groups=2",
-    "rounds=2", "eval_every=1", "checkpoint_every=1", "batch_size=4", "local_epochs=1",
-    "data.max_seconds=2.0",
-]
+from test_train_e2e import TINY  # pylint: disable=wrong-import-position
+
+# test_train_e2e's tiny backbone and tiers (exits 2/4), without its keyword-corpus sizes
+TINY_MODEL = [o for o in TINY if not o.startswith(("data.", "rounds=", "checkpoint_every=",
+                                                  "clients_per_round=", "batch_size="))] + [
+    "rounds=2", "checkpoint_every=1", "batch_size=4", "local_epochs=1", "data.max_seconds=2.0"]
 
 TASKS = {
     "sid": ["data.num_speakers=4", "data.per_speaker=5", "data.verify_speakers=3",
@@ -32,7 +27,7 @@ TASKS = {
     "er": ["data.num_sessions=2", "data.per_speaker=6", "data.test_session=2",
            "clients_per_round=2"],
     "asr": ["data.num_speakers=5", "data.per_speaker=3", "data.test_fraction=0.4",
-            "clients_per_round=2"],
+            "data.max_seconds=4.0", "clients_per_round=2"],  # longer sentences are left out
 }
 METRICS = {"sid": {"error", "eer"}, "er": {"error"}, "asr": {"wer", "cer"}}
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from fedexit_jax.data import audio
 from fedexit_jax.data.speech_commands import DataError
+from fedexit_jax.data import utterances
 from fedexit_jax.data.utterances import Utterances, stack
 
 log = logging.getLogger(__name__)
@@ -103,19 +104,8 @@ def build(name: str, root: str, rows: Sequence[Row], class_names: Tuple[str, ...
                       for k in ("text", "speaker", "split", "file")),
                     class_names=tuple(class_names), num_skipped=num_skipped + skipped)
   if use_cache:
-    _save(cache_file, data)
+    utterances.save_cache(cache_file, data)
   return data
-
-
-def _save(cache_file: str, data: Utterances) -> None:
-  try:
-    os.makedirs(os.path.dirname(cache_file), exist_ok=True)
-    tmp = f"{cache_file}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, **{k: v for k, v in data._asdict().items() if k != "class_names"},
-             class_names=np.asarray(data.class_names, dtype=str))
-    os.replace(tmp, cache_file)
-  except OSError as e:
-    log.warning("could not write the cache %s (%s); the next load decodes again", cache_file, e)
 
 
 def read_lines(path: str, what: str) -> List[Tuple[int, str]]:

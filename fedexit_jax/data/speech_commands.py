@@ -23,7 +23,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fedexit_jax.data import audio
+from fedexit_jax.data import audio, utterances
 
 log = logging.getLogger(__name__)
 
@@ -229,19 +229,8 @@ def load_folder(root, label_set: str = "12", num_samples: int = audio.SAMPLE_RAT
       speakers=np.asarray(speakers, dtype=str), splits=np.asarray(splits, dtype=str),
       files=np.asarray(files, dtype=str), class_names=names, num_skipped=num_skipped)
   if use_cache:
-    _save_cache(cache_file, data)
+    utterances.save_cache(cache_file, data)
   return data
-
-
-def _save_cache(cache_file: str, data: KeywordData) -> None:
-  try:
-    os.makedirs(os.path.dirname(cache_file), exist_ok=True)
-    tmp = f"{cache_file}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, **{k: v for k, v in data._asdict().items() if k != "class_names"},
-             class_names=np.asarray(data.class_names, dtype=str))
-    os.replace(tmp, cache_file)
-  except OSError as e:
-    log.warning("could not write the cache %s (%s); the next load decodes again", cache_file, e)
 
 
 def select(data: KeywordData, split: str) -> KeywordData:

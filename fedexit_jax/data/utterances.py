@@ -6,9 +6,13 @@ sample count, so the padded tail is masked out downstream (data, not shape).
 """
 from __future__ import annotations
 
+import logging
+import os
 from typing import NamedTuple, Sequence, Tuple
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class Utterances(NamedTuple):
@@ -45,3 +49,16 @@ def stack(waves: Sequence[np.ndarray], max_samples: int) -> Tuple[np.ndarray, np
   for i, w in enumerate(waves):
     out[i, :lengths[i]] = w[:lengths[i]]
   return out, lengths
+
+
+def save_cache(cache_file: str, data: NamedTuple) -> None:
+  """Writes a decoded corpus (Utterances or speech_commands.KeywordData) as one .npz, atomically;
+  a failure only costs decoding again next time."""
+  try:
+    os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+    tmp = f"{cache_file}.{os.getpid()}.tmp.npz"
+    np.savez(tmp, **{k: v for k, v in data._asdict().items() if k != "class_names"},
+             class_names=np.asarray(data.class_names, dtype=str))
+    os.replace(tmp, cache_file)
+  except OSError as e:
+    log.warning("could not write the cache %s (%s); the next load decodes again", cache_file, e)

@@ -9,6 +9,8 @@ vocabulary (blank, space, apostrophe, a-z); CTC loss (optax); greedy decoding; W
 """
 from __future__ import annotations
 
+import logging
+
 import ml_collections
 import numpy as np
 
@@ -16,6 +18,8 @@ from fedexit_jax import config_utils, scoring
 from fedexit_jax import federated as fl
 from fedexit_jax.data import librispeech, synth_tasks, utterances
 from fedexit_jax.tasks.base import Corpus, Task
+
+log = logging.getLogger(__name__)
 
 
 def corpus_root(config: ml_collections.ConfigDict):
@@ -27,6 +31,20 @@ def corpus_root(config: ml_collections.ConfigDict):
                                               test_fraction=d.test_fraction,
                                               progress=config.progress_bar)
   return root
+
+
+def _whole(data: utterances.Utterances, max_seconds: float) -> utterances.Utterances:
+  """The utterances not cut at max_seconds: a cut one's transcript no longer matches its audio,
+  so it is left out (logged), as ASR recipes filter by length."""
+  keep = np.flatnonzero(data.lengths < int(round(max_seconds * 16000)))
+  if len(keep) < len(data.lengths):
+    log.warning("asr: left out %d of %d utterances longer than data.max_seconds=%s",
+                len(data.lengths) - len(keep), len(data.lengths), max_seconds)
+  if len(keep) == 0:
+    raise librispeech.DataError(f"asr: every utterance is longer than data.max_seconds="
+                                f"{max_seconds}; raise it")
+  out = utterances.take(data, keep)
+  return out._replace(waveforms=out.waveforms[:, :int(out.lengths.max())])
 
 
 class SpeechRecognition(Task):
@@ -42,8 +60,8 @@ class SpeechRecognition(Task):
     test_splits = ("test-clean",) if d.source == "synth" else tuple(d.test_splits)
     kw = dict(max_seconds=d.max_seconds, skip_errors=d.skip_bad_files,
               progress=config.progress_bar)
-    train = librispeech.load(root, splits=train_splits, **kw)
-    test = librispeech.load(root, splits=test_splits, **kw)
+    train = _whole(librispeech.load(root, splits=train_splits, **kw), d.max_seconds)
+    test = _whole(librispeech.load(root, splits=test_splits, **kw), d.max_seconds)
     return Corpus(train, test, root)
 
   def num_outputs(self, config, corpus=None) -> int:
