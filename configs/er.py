@@ -17,7 +17,7 @@ from fedexit_jax import config_utils
 def get_config():
   c = config_utils.load_config(os.path.join(os.path.dirname(__file__), "default.py"))
   c.task = "er"
-  c.rounds = 20
+  c.rounds = 30
   c.eval_every = 5
   c.data.num_sessions = 5
   c.data.per_speaker = 100
@@ -28,6 +28,6 @@ def get_config():
   c.tiers = [dict(fraction=0.5, max_depth=3, speed=1.0), dict(fraction=0.5, max_depth=9, speed=3.0)]
   c.clients_per_round = 4
   c.local_epochs = 1
-  c.local_steps = 4  # 64 of a speaker's ~100 utterances per round: the round's cost is the deep tier's
+  c.local_steps = 6  # 96 of a speaker's ~100 utterances per round
   c.batch_size = 16
   return c

@@ -34,6 +34,6 @@ def get_config():
   c.model.exits = (3, 6, 9, 12)
   c.tiers = [dict(fraction=0.5, max_depth=3, speed=1.0), dict(fraction=0.5, max_depth=9, speed=3.0)]
   c.clients_per_round = 5
-  c.local_epochs = 2
+  c.local_epochs = 4
   c.batch_size = 16
   return c
