@@ -309,7 +309,7 @@ def main(argv=None) -> int:
       f"Config: `{args.config}` with overrides {overrides or 'none'}; rounds: {base.rounds}, "
       f"clients: {base.data.num_clients} ({base.data.partition} partition), per round: "
       f"{base.clients_per_round}, backbone: {base.model.checkpoint}.", "",
-      f"Test {compared_metric(base)} of the global model on the central test set (held-out speakers) after the last "
+      f"Test {compared_metric(base)} of the global model on the central test set after the last "
       "round. A seed fixes the partition, tiers, cohorts and init for every scenario, so "
       "differences are paired by seed. Simulated time from the tiers' relative speeds (a round "
       "waits for its slowest client).", "",

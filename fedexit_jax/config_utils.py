@@ -370,6 +370,9 @@ def validate_config(config: ml_collections.ConfigDict,
                       "data.num_classes=12")
   if config.data.partition == "dirichlet":
     _positive(config, "data.dirichlet_alpha")
+    if config.task == "asr":
+      raise ConfigError("data.partition='dirichlet' splits by class label; the asr task has "
+                        "none (use speaker, per_speaker or iid)")
   _positive(config, "data.max_seconds", "data.per_speaker", "data.num_sessions")
   if config.data.source == "synth":
     _positive(config, "data.num_speakers", "data.per_word", "data.test_fraction")

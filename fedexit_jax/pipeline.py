@@ -107,6 +107,14 @@ def check_against_checkpoint(config: ml_collections.ConfigDict, encoder: Encoder
         f"{encoder.num_hidden_layers} layers")
 
 
+FOLDERS = {  # what data.dir holds, per task (for the error naming a missing one)
+    "kws": "an extracted Speech Commands v0.02 folder (word/<speaker>_nohash_<n>.wav)",
+    "sid": "a VoxCeleb1 folder (wav/idXXXXX/<video>/<n>.wav, iden_split.txt, veri_test2.txt)",
+    "er": "an IEMOCAP folder (Session1..5/sentences/wav, Session*/dialog/EmoEvaluation)",
+    "asr": "a LibriSpeech folder (<split>/<speaker>/<chapter>/*.flac and *.trans.txt)",
+}
+
+
 def preflight(config: ml_collections.ConfigDict) -> None:
   """The checks of the inputs on disk that cost no data work, so `--dry-run` refuses what the run
   would refuse: the data folder exists, the checkpoint exists and (when its config is a small
@@ -114,9 +122,7 @@ def preflight(config: ml_collections.ConfigDict) -> None:
   d = config.data
   if d.dir and d.source != "synth" and not Path(d.dir).expanduser().is_dir():
     raise FileNotFoundError(f"data.dir {d.dir!r} is not a folder; expected "
-                            + ("the tfds data_dir" if d.source == "tfds" else
-                               "an extracted Speech Commands v0.02 folder "
-                               "(word/<speaker>_nohash_<n>.wav)"))
+                            + ("the tfds data_dir" if d.source == "tfds" else FOLDERS[config.task]))
   ckpt = config.model.checkpoint
   if ckpt is None:
     return
@@ -174,7 +180,8 @@ def _digest(*arrays) -> str:
 def uses_mask(config: ml_collections.ConfigDict, encoder: EncoderConfig) -> bool:
   """Whether padded audio is masked. Base-style (group-norm) models are run on zero-padded 1 s
   keyword clips without an attention mask, as transformers' feature extractor does for them;
-  layer-norm models, and every task with utterances of different lengths, get the mask."""
+  layer-norm models, and every task with utterances of different lengths, get the mask (and
+  those tasks' group norm reads only the valid samples: modules.FeatureEncoder)."""
   return encoder.feat_extract_norm == "layer" or task_of(config).mask_padding
 
 
@@ -194,7 +201,8 @@ def utterance_features(config: ml_collections.ConfigDict, encoder: EncoderConfig
     for part in (corpus.train, corpus.test):
       smask = _sample_mask(part.lengths, part.waveforms.shape[-1])
       out += models.cache_features(encoder, frozen, part.waveforms, smask if use_mask else None,
-                               batch_size=config.eval_batch_size)
+                                   batch_size=config.eval_batch_size,
+                                   mask_group_norm=task_of(config).mask_padding)
     return tuple(out)
 
   key = _digest(corpus.train.waveforms, corpus.train.lengths, corpus.test.waveforms,
@@ -267,7 +275,7 @@ def round_spec(config: ml_collections.ConfigDict, encoder: EncoderConfig,
   task = task_of(config)
   model = SpeechExitModel(encoder, tuple(config.model.exits),
                           train_feature_encoder=not config.model.freeze_feature_encoder,
-                          head=task.head)
+                          head=task.head, mask_group_norm=task.mask_padding)
   client = fl.ClientSpec(model, optimizer=client_optimizer(config.client_optimizer),
                          objective=task.objective,
                          loss=LOSS_NAMES[config.loss], local_epochs=config.local_epochs,

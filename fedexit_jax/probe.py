@@ -97,7 +97,8 @@ def run_probe(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
                np.arange(corpus.test.waveforms.shape[-1]) < corpus.test.lengths[:, None],
                corpus.test.labels)}.items():
     feats, fmask = models.cache_features(encoder, params, wave, smask if use_mask else None,
-                                     batch_size=config.eval_batch_size)
+                                         batch_size=config.eval_batch_size,
+                                         mask_group_norm=task.mask_padding)
     data[name] = (pooled_layers(encoder, params, feats, fmask, config.eval_batch_size),
                   np.asarray(labels, np.int64))
   (train_x, train_y), (test_x, test_y) = data["train"], data["test"]

@@ -29,6 +29,7 @@ class SpeechExitModel(EarlyExitModel):
   exits: tuple[int, ...]
   train_feature_encoder: bool = False
   head: str = "pooled"
+  mask_group_norm: bool = False  # utterances of different lengths: modules.FeatureEncoder
   layer_path = ("backbone", "encoder", "layers")
   exit_path = ("heads",)
 
@@ -44,7 +45,8 @@ class SpeechExitModel(EarlyExitModel):
 
   def logits(self, params, inputs, input_mask, depth, heads_at):
     if self.train_feature_encoder:
-      feats, fmask = wav2vec2.extract_features(self.config, params["backbone"], inputs, input_mask)
+      feats, fmask = wav2vec2.extract_features(self.config, params["backbone"], inputs, input_mask,
+                                               self.mask_group_norm)
     else:
       feats, fmask = inputs, input_mask
     logits = early_exit.exit_logits(self.config, params["backbone"], params["heads"], feats,

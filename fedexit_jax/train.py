@@ -52,15 +52,6 @@ def _step_costs(spec: fl.RoundSpec, params: Any, clients: fl.ClientData, depths,
   return out
 
 
-def _test_inputs(config, encoder, params, data: pipeline.FederatedData):
-  """Cached test features, or (CNN trained) features from the current feature encoder."""
-  if config.model.freeze_feature_encoder:
-    return data.test_inputs, data.test_mask
-  fe = {"feature_extractor": params["backbone"]["feature_extractor"]}
-  mask = data.test_mask if pipeline.uses_mask(config, encoder) else None
-  return models.cache_features(encoder, fe, data.test_inputs, mask, batch_size=config.eval_batch_size)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                        resume: bool = False) -> dict[str, Any]:
   """Runs (or resumes) a federated run in `workdir`; returns the last evaluation and the costs."""
@@ -165,8 +156,8 @@ def evaluate_exits(config, task, encoder, params, frozen, data: pipeline.Federat
                    spec: fl.RoundSpec, exits: tuple[int, ...]):
   """(the engine's evaluation on the central test set, the task's metrics {name: [n]}) at the
   trained exits."""
-  tin, tmask = _test_inputs(config, encoder, params, data)
-  ev = fl.evaluate(spec.client.model, params, tin, tmask, data.test_labels,
+  # cached test features; with a trained CNN, waveforms that the model runs it on (as a client's)
+  ev = fl.evaluate(spec.client.model, params, data.test_inputs, data.test_mask, data.test_labels,
                    batch_size=config.eval_batch_size, heads_at=exits,
                    objective=spec.client.objective)
   scores = dict(task.metrics(ev, corpus.test))

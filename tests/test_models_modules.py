@@ -102,3 +102,24 @@ def test_shipped_checkpoints_load_and_match_the_previous_encoder(name):
   np.testing.assert_allclose(hidden[:, :, :4], ref, atol=1e-5, rtol=0)
   logits = nnx.jit(lambda m, w, k: m(w, k, depth=6))(model, wave, mask)
   assert logits.shape == (2, 2, 12)
+
+
+def test_masked_group_norm_makes_features_independent_of_padding():
+  """Utterances of different lengths: with mask_group_norm the group-norm (Base) conv stack gives
+  a padded utterance's valid frames exactly the features of the utterance alone; without it the
+  padding's zeros enter the statistics (transformers' behaviour, kept for keyword spotting)."""
+  cfg = mconfig.small(num_hidden_layers=2, hidden_size=32, intermediate_size=64,
+                         num_attention_heads=2, conv_dim=(16,) * 7)
+  assert cfg.feat_extract_norm == "group"
+  params = wav2vec2.init_params(cfg, jax.random.key(0))
+  rs = np.random.RandomState(0)
+  alone = rs.randn(1, 3200).astype(np.float32)
+  padded = np.concatenate([alone, np.zeros((1, 4800), np.float32)], axis=1)
+  mask = np.arange(8000)[None] < 3200
+  f_alone, _ = wav2vec2.extract_features(cfg, params, alone)
+  f_pad, fmask = wav2vec2.extract_features(cfg, params, padded, mask, mask_group_norm=True)
+  t = int(np.sum(fmask))
+  assert t == f_alone.shape[1] == 9
+  np.testing.assert_allclose(np.asarray(f_pad)[:, :t], np.asarray(f_alone), atol=1e-5)
+  f_hf, _ = wav2vec2.extract_features(cfg, params, padded, mask)  # statistics over the padding
+  assert np.max(np.abs(np.asarray(f_hf)[:, :t] - np.asarray(f_alone))) > 1e-2

@@ -55,3 +55,14 @@ def test_classification_tasks_report_error_and_registry_names_every_task():
     tasks.get("x")
   with pytest.raises(ValueError, match="comes from the corpus"):
     tasks.get("sid").num_outputs(None, None)
+
+
+def test_sid_leaves_verification_speakers_out_of_identification():
+  """Real VoxCeleb1 lists its 40 trial speakers in iden_split.txt too: they are no client's."""
+  from fedexit_jax.tasks import sid  # pylint: disable=import-outside-toplevel
+  data = _utts(["", "", "", ""], ["train", "test", "train", "train"], [5, 5, 5, 5])
+  data = data._replace(speakers=np.array(["id1", "id2", "id2", "id3"]),
+                       labels=np.array([0, 1, 1, 2], np.int32), class_names=("id1", "id2", "id3"))
+  out = sid.without_speakers(data, {"id2"})
+  assert out.speakers.tolist() == ["id1", "id3"] and out.class_names == ("id1", "id3")
+  np.testing.assert_array_equal(out.labels, [0, 1])  # renumbered over the remaining speakers

@@ -97,3 +97,13 @@ def test_scenarios_runner_compares_the_tasks_primary_metric(cache, tmp_path, cap
   res = json.loads((tmp_path / "scenarios.json").read_text())["results"]
   wer = metrics.read_metrics(tmp_path / "seed0" / "paper")[-1]["wer"]
   assert res["paper"]["0"]["error"] == wer  # the compared numbers are the run's WER
+
+
+def test_trained_feature_encoder_runs_and_evaluates_on_waveforms(cache, tmp_path):
+  """model.freeze_feature_encoder=False: clients and the evaluation run the CNN on waveforms
+  (with its group norm over each utterance's own samples)."""
+  config = config_utils.apply_overrides(_config(cache, "er"),
+                                        ["model.freeze_feature_encoder=False", "rounds=1"])
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  assert set(result["error"]) == {"2", "4"}
+  assert all(0.0 <= v <= 1.0 for v in result["error"].values())

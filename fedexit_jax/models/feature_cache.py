@@ -21,18 +21,20 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
   return np.pad(a, [(0, size - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _features_batch(config, frozen, waveform, attention_mask):
-  return wav2vec2.extract_features(config, frozen, waveform, attention_mask)
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _features_batch(config, frozen, waveform, attention_mask, mask_group_norm):
+  return wav2vec2.extract_features(config, frozen, waveform, attention_mask, mask_group_norm)
 
 
 def cache_features(config: EncoderConfig, frozen: PyTree, waveforms, attention_mask=None,
-                   batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+                   batch_size: int = 64, mask_group_norm: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
   """Runs the frozen conv feature encoder once over every utterance.
 
   waveforms [..., S] (any leading axes, e.g. [clients, examples, S]); attention_mask like it or
   None. Returns (features [..., T, C], frame_mask [..., T]) as numpy arrays, to be stored and
   reused every round instead of recomputed every local step. `frozen` needs "feature_extractor".
+  mask_group_norm: see modules.FeatureEncoder (utterances of different lengths).
   """
   if "feature_extractor" not in frozen:
     raise ValueError("cache_features: params have no 'feature_extractor' (pass the frozen part of "
@@ -49,7 +51,7 @@ def cache_features(config: EncoderConfig, frozen: PyTree, waveforms, attention_m
   feats, masks = [], []
   for s in range(0, n, bs):
     e = min(s + bs, n)
-    f, m = _features_batch(config, fe, _pad(w[s:e], bs), _pad(am[s:e], bs))
+    f, m = _features_batch(config, fe, _pad(w[s:e], bs), _pad(am[s:e], bs), mask_group_norm)
     feats.append(np.asarray(f)[:e - s])
     masks.append(np.asarray(m)[:e - s])
   f, m = np.concatenate(feats), np.concatenate(masks)

@@ -127,9 +127,16 @@ class LayerNorm(nnx.Module):
     self.bias = _zeros(lead + (dim,))
     self.eps, self.axis = eps, axis
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    mean = jnp.mean(x, axis=self.axis, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=self.axis, keepdims=True)
+  def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    """valid (broadcastable to x, True = counts): statistics over the valid entries only."""
+    if valid is None:
+      mean = jnp.mean(x, axis=self.axis, keepdims=True)
+      var = jnp.mean(jnp.square(x - mean), axis=self.axis, keepdims=True)
+    else:
+      m = jnp.broadcast_to(valid, x.shape).astype(x.dtype)
+      count = jnp.maximum(jnp.sum(m, axis=self.axis, keepdims=True), 1.0)
+      mean = jnp.sum(x * m, axis=self.axis, keepdims=True) / count
+      var = jnp.sum(jnp.square(x - mean) * m, axis=self.axis, keepdims=True) / count
     return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
 
 
@@ -179,9 +186,10 @@ class ConvLayer(nnx.Module):
       self.norm = None
     self.act = activation(config.feat_extract_activation)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    """valid [B, T_out, 1]: the output frames the norm's statistics may read (None: all)."""
     x = self.conv(x)
-    return self.act(x if self.norm is None else self.norm(x))
+    return self.act(x if self.norm is None else self.norm(x, valid))
 
 
 def frame_lengths(config: EncoderConfig, num_samples: jax.Array) -> jax.Array:
@@ -196,24 +204,36 @@ class FeatureEncoder(nnx.Module):
   """Waveform [B, S] -> (conv features [B, T, conv_dim[-1]], frame_mask [B, T]).
 
   As in transformers the convolutions run over the whole padded waveform (group norm included);
-  `attention_mask` only decides which frames are valid: the first frame_lengths(sum(mask))."""
+  `attention_mask` only decides which frames are valid: the first frame_lengths(sum(mask)).
+  With `mask_group_norm` (and a mask) the first layer's group norm of a "group" stack takes its
+  statistics over each utterance's valid frames only, so an utterance's features do not depend
+  on how much padding it was batched with: equal to transformers on the unpadded utterance (the
+  tasks with utterances of different lengths use it; keyword spotting's 1 s clips do not)."""
 
   def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs):
     self.config = config
     self.conv_layers = nnx.Dict({str(i): ConvLayer(config, i, rngs=rngs)
                                  for i in range(len(config.conv_dim))})
 
-  def __call__(self, waveform: jax.Array, attention_mask: jax.Array | None = None):
+  def __call__(self, waveform: jax.Array, attention_mask: jax.Array | None = None,
+               mask_group_norm: bool = False):
     waveform = jnp.asarray(waveform, jnp.float32)
     if waveform.ndim != 2:
       raise ValueError(f"waveform must be [batch, samples], got shape {waveform.shape}")
     x = waveform[:, :, None]
+    samples = (None if attention_mask is None
+               else jnp.sum(jnp.asarray(attention_mask).astype(jnp.int32), axis=-1))
     for i in range(len(self.config.conv_dim)):
-      x = self.conv_layers[str(i)](x)
+      valid = None
+      if (i == 0 and mask_group_norm and samples is not None
+          and self.config.feat_extract_norm == "group"):
+        k, s = self.config.conv_kernel[0], self.config.conv_stride[0]
+        n_out = (waveform.shape[1] - k) // s + 1
+        valid = (jnp.arange(n_out)[None, :] < ((samples - k) // s + 1)[:, None])[..., None]
+      x = self.conv_layers[str(i)](x, valid)
     if attention_mask is None:
       return x, jnp.ones(x.shape[:2], bool)
-    lengths = frame_lengths(self.config,
-                            jnp.sum(jnp.asarray(attention_mask).astype(jnp.int32), axis=-1))
+    lengths = frame_lengths(self.config, samples)
     return x, jnp.arange(x.shape[1])[None, :] < lengths[:, None]
 
 

@@ -63,13 +63,15 @@ def init_params(config: EncoderConfig, rng: jax.Array) -> Params:
   return nnx.to_pure_dict(nnx.state(encoder))
 
 
-@_jit_config
+@functools.partial(jax.jit, static_argnums=(0, 4), static_argnames=("config", "mask_group_norm"))
 def extract_features(config: EncoderConfig, params: Params, waveform: jax.Array,
-                     attention_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                     attention_mask: jax.Array | None = None, mask_group_norm: bool = False
+                     ) -> tuple[jax.Array, jax.Array]:
   """Conv feature encoder: waveform [B, S] -> (features [B, T, conv_dim[-1]], frame_mask [B, T])
-  (modules.FeatureEncoder). `params` needs only "feature_extractor"."""
+  (modules.FeatureEncoder; mask_group_norm: group-norm statistics over the valid samples only).
+  `params` needs only "feature_extractor"."""
   fe = bind(modules.FeatureEncoder, (config,), params["feature_extractor"])
-  return fe(waveform, attention_mask)
+  return fe(waveform, attention_mask, mask_group_norm)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4), static_argnames=("config", "depth", "unroll"))

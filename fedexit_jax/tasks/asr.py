@@ -3,6 +3,11 @@
 written in it (data.synth_tasks: sentences from a small grammar). Partition by speaker; the test
 speakers are held out (test-clean, optionally test-other).
 
+Training utterances longer than data.max_seconds are left out (a cut one's transcript would be
+wrong; ASR recipes filter by length too); the test set is whole. Every utterance is padded to
+its set's longest and lives in memory as cached conv features, which suits the offline corpus
+and small subsets; all of train-clean-100 (100 h, up to 35 s) needs a large host.
+
 Head: per-frame (heads "frames": a temporal conv, then linear) over the 29-symbol character
 vocabulary (blank, space, apostrophe, a-z); CTC loss (optax); greedy decoding; WER and CER
 (jiwer), lower is better. Labels are the token ids of the transcript, padded with the blank.
@@ -33,6 +38,9 @@ def corpus_root(config: ml_collections.ConfigDict):
   return root
 
 
+TEST_MAX_SECONDS = 40.0
+
+
 def _whole(data: utterances.Utterances, max_seconds: float) -> utterances.Utterances:
   """The utterances not cut at max_seconds: a cut one's transcript no longer matches its audio,
   so it is left out (logged), as ASR recipes filter by length."""
@@ -58,10 +66,15 @@ class SpeechRecognition(Task):
     root = corpus_root(config)
     train_splits = ("train-clean-100",) if d.source == "synth" else tuple(d.train_splits)
     test_splits = ("test-clean",) if d.source == "synth" else tuple(d.test_splits)
-    kw = dict(max_seconds=d.max_seconds, skip_errors=d.skip_bad_files,
-              progress=config.progress_bar)
-    train = _whole(librispeech.load(root, splits=train_splits, **kw), d.max_seconds)
-    test = _whole(librispeech.load(root, splits=test_splits, **kw), d.max_seconds)
+    kw = dict(skip_errors=d.skip_bad_files, progress=config.progress_bar)
+    train = _whole(librispeech.load(root, splits=train_splits, max_seconds=d.max_seconds, **kw),
+                   d.max_seconds)
+    # The test set is never filtered nor cut: padded to its longest utterance (LibriSpeech's
+    # test sets stay under 35 s); one at the cap would have been cut, so it is an error.
+    test = librispeech.load(root, splits=test_splits, max_seconds=TEST_MAX_SECONDS, **kw)
+    if np.any(test.lengths >= int(TEST_MAX_SECONDS * 16000)):
+      raise librispeech.DataError(f"asr: a test utterance in {root} is {TEST_MAX_SECONDS} s or "
+                                  "longer; it would be cut and scored against its whole text")
     return Corpus(train, test, root)
 
   def num_outputs(self, config, corpus=None) -> int:
