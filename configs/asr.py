@@ -31,5 +31,5 @@ def get_config():
   c.local_epochs = 1
   c.local_steps = 16  # about 8 passes over a reader's ~16 sentences: CTC needs many steps
   c.batch_size = 8
-  c.client_optimizer.learning_rate = 3e-3
+  c.client_optimizer.learning_rate = 1e-3  # 3e-3 measured worse (CER 96% vs 73% at round 25)
   return c
