@@ -18,9 +18,9 @@ from fedexit_jax import scoring
 
 def test_eer_perfect_and_inverted():
   scores, same = [0.9, 0.8, 0.3, 0.1], [True, True, False, False]
-  assert scoring.eer(scores, same) == (0.0, 0.8)  # accept >= 0.8: no error
+  assert scoring.eer(scores, same) == pytest.approx((0.0, 0.8), abs=1e-12)  # accept >= 0.8: no error
   e, thr = scoring.eer(scores, [False, False, True, True])
-  assert e == 1.0 and thr == 0.8  # every non-target outranks every target
+  assert e == pytest.approx(1.0, abs=1e-12) and thr == pytest.approx(0.8, abs=1e-12)  # every non-target outranks every target
 
 
 def test_eer_hand_computed_with_overlap():
@@ -34,7 +34,7 @@ def test_eer_hand_computed_with_overlap():
 
 def test_eer_exact_roc_point():
   # Targets 0.9, 0.7, 0.4; non-targets 0.8, 0.3, 0.2: at t=0.7, FAR = 1/3 (0.8) and FRR = 1/3 (0.4).
-  assert scoring.eer([0.9, 0.8, 0.7, 0.4, 0.3, 0.2], [1, 0, 1, 1, 0, 0]) == (1 / 3, 0.7)
+  assert scoring.eer([0.9, 0.8, 0.7, 0.4, 0.3, 0.2], [1, 0, 1, 1, 0, 0]) == pytest.approx((1 / 3, 0.7), abs=1e-12)
 
 
 def _sklearn_eer(scores, same):
