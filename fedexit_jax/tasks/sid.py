@@ -59,10 +59,17 @@ class SpeakerId(Task):
     return len(corpus.train.class_names)
 
   def extra_metrics(self, config, encoder, params, frozen, exits, corpus):
-    """{"eer": [n]}: verification EER at each evaluated exit."""
+    """{"eer": [n]}: verification EER at each evaluated exit. With a frozen CNN the trial
+    utterances' conv features are computed once per run (kept on this task object)."""
     utts, trials = corpus.extra["verify"]
-    emb = exit_embeddings(encoder, params, frozen, utts.waveforms, utts.lengths, exits,
-                          config.eval_batch_size)
+    frozen_cnn = "feature_extractor" in frozen
+    feats = getattr(self, "_verify_features", None) if frozen_cnn else None
+    if feats is None:
+      feats = verify_features(encoder, frozen if frozen_cnn else params["backbone"],
+                              utts.waveforms, utts.lengths, config.eval_batch_size)
+      if frozen_cnn:
+        self._verify_features = feats  # pylint: disable=attribute-defined-outside-init
+    emb = exit_embeddings(encoder, params, *feats, exits, config.eval_batch_size)
     return {"eer": np.array([scoring.eer(scoring.cosine_scores(e, trials.idx_a, trials.idx_b),
                                          trials.same)[0] for e in emb])}
 
@@ -83,14 +90,16 @@ def _pooled(encoder, backbone, feats, fmask, exits):
   return heads.stats_pool(hidden[np.asarray(exits) - 1], fmask)  # [n, B, 2H]
 
 
-def exit_embeddings(encoder, params, frozen, waveforms, lengths, exits, batch_size: int
-                    ) -> np.ndarray:
-  """[n, U, 2H]: statistics pooling of each exit's layer over the utterance's valid frames."""
-  fe = frozen if "feature_extractor" in frozen else {
-      "feature_extractor": params["backbone"]["feature_extractor"]}
+def verify_features(encoder, fe, waveforms, lengths, batch_size: int):
+  """(conv features [U, T, C], frame masks [U, T]) of the trial utterances; `fe` holds
+  "feature_extractor" (the frozen part, or the backbone when the CNN is trained)."""
   smask = np.arange(waveforms.shape[1])[None] < np.asarray(lengths)[:, None]
-  feats, fmask = models.cache_features(encoder, fe, waveforms, smask, batch_size=batch_size,
-                                       mask_group_norm=True)
+  return models.cache_features(encoder, fe, waveforms, smask, batch_size=batch_size,
+                               mask_group_norm=True)
+
+
+def exit_embeddings(encoder, params, feats, fmask, exits, batch_size: int) -> np.ndarray:
+  """[n, U, 2H]: statistics pooling of each exit's layer over the utterance's valid frames."""
   out = []
   exits = tuple(int(e) for e in exits)
   for s in range(0, len(feats), batch_size):
