@@ -106,6 +106,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.client_optimizer = ml_collections.ConfigDict()
   c.client_optimizer.name = "adam"  # sgd | momentum | adam | adamw
   c.client_optimizer.learning_rate = 1e-3
+  c.client_optimizer.head_learning_rate = None  # the exit heads' own rate (None: learning_rate)
   c.client_optimizer.momentum = 0.9  # momentum only
   c.client_optimizer.weight_decay = 0.0  # adamw only
   c.server_optimizer = ml_collections.ConfigDict()

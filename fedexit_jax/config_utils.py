@@ -340,7 +340,7 @@ def validate_config(config: ml_collections.ConfigDict,
             "max_checkpoints", "clients_per_round", "batch_size", "local_epochs",
             "client_optimizer.learning_rate", "server_optimizer.learning_rate",
             "data.num_clients", "data.clip_seconds", "accounting.flops_per_second")
-  _positive(config, "local_steps", allow_none=True)
+  _positive(config, "local_steps", "client_optimizer.head_learning_rate", allow_none=True)
   if config.fedprox_mu < 0 or config.distill_weight < 0 or config.distill_temperature <= 0:
     raise ConfigError("fedprox_mu and distill_weight must be >= 0 and distill_temperature > 0")
   _choice(config.task, TASKS, "task")

@@ -243,15 +243,25 @@ def federated_data(config: ml_collections.ConfigDict, encoder: EncoderConfig, fr
 
 
 def client_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  if c.name == "sgd":
-    return optax.sgd(c.learning_rate)
-  if c.name == "momentum":
-    return optax.sgd(c.learning_rate, momentum=c.momentum)
-  if c.name == "adam":
-    return optax.adam(c.learning_rate)
-  if c.name == "adamw":
-    return optax.adamw(c.learning_rate, weight_decay=c.weight_decay)
-  raise ValueError(f"unknown client optimizer {c.name!r}")
+  """The client's optax optimizer; with `head_learning_rate` set, the exit heads (the tree's
+  "heads") get that rate and the backbone `learning_rate` (freshly initialised heads on a
+  pretrained backbone, as SUPERB's downstream heads)."""
+  def make(lr):
+    if c.name == "sgd":
+      return optax.sgd(lr)
+    if c.name == "momentum":
+      return optax.sgd(lr, momentum=c.momentum)
+    if c.name == "adam":
+      return optax.adam(lr)
+    if c.name == "adamw":
+      return optax.adamw(lr, weight_decay=c.weight_decay)
+    raise ValueError(f"unknown client optimizer {c.name!r}")
+  if c.head_learning_rate is None:
+    return make(c.learning_rate)
+  return optax.multi_transform(
+      {"heads": make(c.head_learning_rate), "backbone": make(c.learning_rate)},
+      lambda tree: {k: jax.tree.map(lambda _, k=k: "heads" if k == "heads" else "backbone", v)
+                    for k, v in tree.items()})
 
 
 def client_depths(config: ml_collections.ConfigDict, encoder: EncoderConfig, num_clients: int

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 import pytest
 
 from fedexit_jax import config_utils as cu
@@ -176,3 +177,20 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
   assert cu.resolve_data_dir(_with(["data.dir=/x/y"])) == Path("/x/y")
   with pytest.raises(cu.ConfigError, match="needs --config.data.dir"):
     cu.resolve_data_dir(_with(["data.source=folder"]))
+
+
+def test_head_learning_rate_applies_to_the_exit_heads_only():
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from fedexit_jax import pipeline  # pylint: disable=import-outside-toplevel
+  params = {"backbone": {"w": jnp.ones(2)}, "heads": {"kernel": jnp.ones(3)}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  for head_lr, want in ((None, 1e-3), (1e-2, 1e-2)):
+    c = _with(["client_optimizer.name=sgd", "client_optimizer.learning_rate=1e-3"]
+              + ([f"client_optimizer.head_learning_rate={head_lr}"] if head_lr else []))
+    opt = pipeline.client_optimizer(c.client_optimizer)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    np.testing.assert_allclose(updates["backbone"]["w"], -1e-3, rtol=1e-6)
+    np.testing.assert_allclose(updates["heads"]["kernel"], -want, rtol=1e-6)
+  with pytest.raises(cu.ConfigError, match="head_learning_rate"):
+    cu.validate_config(_with(["client_optimizer.head_learning_rate=-1.0"]))
