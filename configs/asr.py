@@ -20,9 +20,9 @@ def get_config():
   c.task = "asr"
   c.rounds = 25
   c.eval_every = 5
-  c.data.num_speakers = 60
-  c.data.per_speaker = 20
-  c.data.test_fraction = 0.2  # of the speakers (held out)
+  c.data.num_speakers = 100  # more readers, not more steps: 60 x 20 sentences overfit (test CER
+  c.data.per_speaker = 30  # stalled at 51% while the training loss fell; measured centrally)
+  c.data.test_fraction = 0.1  # of the speakers (held out): 10 readers, 300 sentences
   c.data.max_seconds = 4.0  # longer sentences are left out, not cut (a cut one's transcript is wrong)
   c.data.partition = "per_speaker"
   c.model.exits = (3, 6, 9, 12)

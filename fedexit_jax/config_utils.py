@@ -455,6 +455,9 @@ TASK_SYNTH_KEYS = {  # what each other task's offline corpus is generated from (
     "er": ("seed", "num_sessions", "per_speaker"),
     "asr": ("seed", "num_speakers", "per_speaker", "test_fraction"),
 }
+# Bumped when a task's generator changes what it writes, so a cached corpus of the old generator
+# is never reused under the same settings (asr 2: close-talk rooms, as LibriSpeech's "clean").
+TASK_SYNTH_REVISION = {"asr": 2}
 
 
 def resolve_data_dir(config: ml_collections.ConfigDict) -> Path:
@@ -469,6 +472,8 @@ def resolve_data_dir(config: ml_collections.ConfigDict) -> Path:
   if config.task != "kws":
     keys = TASK_SYNTH_KEYS[config.task]
     settings = {k: config.data[k] for k in keys}
+    if config.task in TASK_SYNTH_REVISION:
+      settings["revision"] = TASK_SYNTH_REVISION[config.task]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()
     return cache_root() / f"synth-{config.task}-{digest[:12]}"
   settings = {k: config.data[k] for k in SYNTH_KEYS}

@@ -179,6 +179,15 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
     cu.resolve_data_dir(_with(["data.source=folder"]))
 
 
+def test_a_task_generators_revision_moves_its_cache_folder(tmp_path, monkeypatch):
+  """A corpus written by an older generator is never reused under the same settings."""
+  monkeypatch.setenv("FEDEXIT_CACHE", str(tmp_path))
+  config = cu.load_config(REPO / "configs" / "asr.py")
+  now = cu.resolve_data_dir(config)
+  monkeypatch.setitem(cu.TASK_SYNTH_REVISION, "asr", cu.TASK_SYNTH_REVISION["asr"] + 1)
+  assert cu.resolve_data_dir(config) != now and cu.resolve_data_dir(config).parent == tmp_path
+
+
 def test_head_learning_rate_applies_to_the_exit_heads_only():
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel

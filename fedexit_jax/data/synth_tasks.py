@@ -84,6 +84,12 @@ def _channel(rng: np.random.Generator, tilt: float) -> Dict:
               snr_offset_db=float(rng.uniform(-5, 5)))
 
 
+def _read_room(rng: np.random.Generator) -> Dict:
+  """LibriSpeech's "clean" audiobooks are read close to the microphone: a short, weak room tail
+  (rt60 0.05-0.2 s, direct path 8-16 dB above it), not the far-field rooms of the other corpora."""
+  return dict(rt60=float(rng.uniform(0.05, 0.2)), direct_ratio_db=float(rng.uniform(8, 16)))
+
+
 def _bed(ch: Dict) -> np.ndarray:
   return synth._coloured_noise(np.random.default_rng(ch["room_seed"] + 1), ch["noise"],
                                _BED_SECONDS * _SR)
@@ -476,6 +482,7 @@ def _libri_shard(out: str, speakers: List[Dict], seed: int, per_speaker: int) ->
       count[c] = count.get(c, -1) + 1
       if count[c] == 0:  # a chapter's recording setup: the speaker's tilt, its own room and noise
         ch = _channel(np.random.default_rng([seed, spk["index"], c, 0xc4]), spk["tilt"])
+        ch.update(_read_room(np.random.default_rng([seed, spk["index"], c, 0x4ead])))
         ir, bed = synth._room_ir(ch), _bed(ch)
       rng = np.random.default_rng([seed, spk["index"], u, 0x11b])
       sentence, voice = text.sentence(rng), dict(spk)
@@ -504,7 +511,8 @@ def synthesize_librispeech(out_dir, num_speakers: int = 60, per_speaker: int = 2
                            progress: Optional[bool] = None) -> pathlib.Path:
   """Writes (or reuses) a LibriSpeech-layout corpus in `out_dir`; returns its path.
 
-  num_speakers readers of per_speaker sentences (2-6 s, mostly 2-4) over 1-3 chapters each;
+  num_speakers readers of per_speaker sentences (2-6 s, mostly 2-4) over 1-3 chapters each,
+  each chapter in its own close-talk room (_read_room), as LibriSpeech's clean audiobooks;
   speakers go whole to train-clean-100, dev-clean (val_fraction) or test-clean (test_fraction),
   ranked by synth.assign_splits. Transcripts are upper case from synth_text.VOCABULARY.
   Reuse and overwrite rules as synth.synthesize_corpus.
@@ -514,7 +522,7 @@ def synthesize_librispeech(out_dir, num_speakers: int = 60, per_speaker: int = 2
                      f"{per_speaker}")
   if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
     raise ValueError(f"bad split fractions: validation {val_fraction}, test {test_fraction}")
-  args = dict(corpus="librispeech", format=_FORMAT_VERSION, shard_size=_SHARD_SIZE,
+  args = dict(corpus="librispeech", format=_FORMAT_VERSION, room="read", shard_size=_SHARD_SIZE,
               num_speakers=int(num_speakers), per_speaker=int(per_speaker), seed=int(seed),
               val_fraction=float(val_fraction), test_fraction=float(test_fraction))
   out, tmp = _open(out_dir, args, overwrite)
