@@ -84,3 +84,21 @@ def test_markdown_renders_every_section():
   assert "| engine (chunk 4) | 4 | 2 | 4 | 2.00x |" in md  # 4 s vs the default's 2 s
   assert "3.00x" in md and "**50%**" in md and "| 3 | 1 | 1 | 0.25 | 0.25 |" in md
   assert throughput.summary_lines(res) == ["speedup vs per-client loop: 3.00x at 4 clients"]
+
+
+def test_padding_fills_by_hand():
+  """Two clients: lengths [4, 2] and [1] (one padding row), the longest 4 samples."""
+  import types  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from benchmarks import padding  # pylint: disable=import-outside-toplevel
+  cd = types.SimpleNamespace(lengths=np.array([[4, 2], [1, 0]]),
+                             example_mask=np.array([[True, True], [True, False]]),
+                             waveforms=np.zeros((2, 2, 4)))
+  config = types.SimpleNamespace(rounds=1, seed=0, clients_per_round=2, batch_size=2)
+  f = padding.fills(config, cd)
+  assert f["global"] == pytest.approx(7 / 12)  # 7 real samples in 3 rows of 4
+  assert f["per cohort"] == pytest.approx(7 / 12)  # the one cohort holds the longest
+  assert f["sorted batches"] == pytest.approx(7 / 9)  # batches [2, 4] -> 2 x 4, [1] -> 1
+  assert f["_sorted_mean_len"] == pytest.approx((4 + 1) / 2 / 4)
+  config.batch_size = 1
+  assert padding.fills(config, cd)["sorted batches"] == pytest.approx(1.0)
