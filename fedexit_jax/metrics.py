@@ -165,6 +165,26 @@ def summary_table(rows: Sequence[Mapping[str, Any]], key: str = "error",
   return caption + "\n" + "\n".join(out)
 
 
+def tier_metrics_table(tiers: Sequence[Mapping[str, Any]], exits: Sequence[int],
+                       scores: Mapping[str, Sequence[float]]) -> str:
+  """Each device tier's final test metrics, read at the deepest evaluated exit it reaches (what
+  its devices would run): | tier | depth | exit | <metric> % | ...; "-" for a tier below every
+  evaluated exit. `scores`: {metric: values aligned with `exits`}."""
+  keys = list(scores)
+  out = ["| tier | depth | exit | " + " | ".join(f"{k} %" for k in keys) + " |",
+         "|" + "---|" * (3 + len(keys))]
+  for i, t in enumerate(tiers):
+    depth = int(t["max_depth"])
+    reach = [j for j, e in enumerate(exits) if e <= depth]
+    if not reach:
+      out.append(f"| tier {i} | {depth} | - | " + " | ".join("-" for _ in keys) + " |")
+      continue
+    j = reach[-1]
+    out.append(f"| tier {i} | {depth} | {exits[j]} | "
+               + " | ".join(_fmt(float(scores[k][j]), True) for k in keys) + " |")
+  return "\n".join(out)
+
+
 # ----------------------------------------------------------------------------- early exit
 
 

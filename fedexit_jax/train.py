@@ -210,7 +210,9 @@ def _report(config, task, corpus, workdir: Path, ev, scores, trained_exits, cost
                   "probably diverged; lower the learning rates", high, chance)
   metrics.write_summary(workdir, rows=rows, policies=policies,
                         tier_table_md=accounting.markdown_tier_table(tiers) if tiers else None,
-                        extra={"Run": f"- task: {config.task}\n"
+                        extra={"Test metrics per device tier": metrics.tier_metrics_table(
+                                   config.tiers, trained_exits, scores),
+                               "Run": f"- task: {config.task}\n"
                                       f"- rounds: {config.rounds}\n"
                                       f"- client updates excluded as non-finite: {excluded} "
                                       f"(in {excluded_rounds} rounds)\n"

@@ -107,6 +107,16 @@ def test_summary_table_final_and_best():
   assert "no rounds" in metrics.summary_table([{"round": 1}])
 
 
+def test_tier_metrics_table_reads_each_tier_at_its_deepest_exit():
+  tiers = [dict(max_depth=3), dict(max_depth=10), dict(max_depth=2)]
+  md = metrics.tier_metrics_table(tiers, (3, 9), {"wer": [0.99, 0.5], "cer": [0.6, 0.25]})
+  lines = md.splitlines()
+  assert lines[0] == "| tier | depth | exit | wer % | cer % |"
+  assert lines[2] == "| tier 0 | 3 | 3 | 99.00 | 60.00 |"
+  assert lines[3] == "| tier 1 | 10 | 9 | 50.00 | 25.00 |"  # layer 10 has no exit: exit 9
+  assert lines[4] == "| tier 2 | 2 | - | - | - |"
+
+
 def test_early_exit_policies_hand_derived():
   # 2 exits (layers 3, 6), 4 examples, 2 classes. Labels all 0.
   # exit 3: confident and right on ex0, confident and wrong on ex1, unsure and wrong on ex2/ex3.

@@ -60,6 +60,10 @@ def test_task_runs_two_rounds_and_writes_its_metrics(cache, tmp_path, task):
   for name in METRICS[task]:
     assert f"## Test {name} per exit" in summary
     assert (tmp_path / "run" / "plots" / f"{name}_per_exit.png").is_file()
+  # each tier's figures at its own exit (the deep tier's at exit 4)
+  tier1 = [line for line in summary.splitlines() if line.startswith("| tier 1 | ")]
+  assert len(tier1) == 1 and tier1[0].startswith("| tier 1 | 4 | 4 | ")
+  assert all(f"{100 * rows[-1][m]['4']:.2f}" in tier1[0] for m in METRICS[task])
   if task != "asr":  # classification: the confidence-threshold early-exit policy
     assert "## Early-exit inference" in summary
   # resuming the finished run restores the last checkpoint and reports the same numbers
