@@ -54,7 +54,8 @@ def fills(config, cd) -> dict[str, float]:
   return out
 
 
-def step_seconds(config, encoder, params, frozen, frames: int, depth: int, reps: int) -> float:
+def step_seconds(config, encoder, params, labels: np.ndarray, frames: int, depth: int,
+                 reps: int) -> float:
   spec = pipeline.round_spec(config, encoder, (depth,))
   model, objective = spec.client.model, spec.client.objective
   heads_at = tuple(e for e in config.model.exits if e <= depth)
@@ -62,7 +63,7 @@ def step_seconds(config, encoder, params, frozen, frames: int, depth: int, reps:
   b = config.batch_size
   x = jnp.asarray(rng.standard_normal((b, frames, encoder.conv_dim[-1])), jnp.float32)
   m = jnp.ones((b, frames), bool)
-  y = jnp.asarray(rng.integers(1, 28, (b, max(frames // 3, 1))), jnp.int32)
+  y = jnp.asarray(labels[:b])  # the task's own labels (a class, or token ids)
 
   def loss(p):
     return jnp.mean(objective.example_loss(model.logits(p, x, m, depth, heads_at), y))
@@ -92,11 +93,12 @@ def main() -> None:
   f = fills(config, cd)
   rel = f.pop("_sorted_mean_len")
   encoder, mp, hp = pipeline.init_model(config, encoder, jax.random.key(0), corpus)
-  params, frozen = models.split_params(mp, hp, train_feature_encoder=False)
+  params, _ = models.split_params(mp, hp, train_feature_encoder=False)
+  labels = pipeline.task_of(config).labels(corpus.train)
   full = int(np.ceil(cd.waveforms.shape[-1] / 320))  # ~frames at the conv's 20 ms stride
   short = max(int(round(full * rel)), 1)
-  t_full = step_seconds(config, encoder, params, frozen, full, args.depth, args.reps)
-  t_short = step_seconds(config, encoder, params, frozen, short, args.depth, args.reps)
+  t_full = step_seconds(config, encoder, params, labels, full, args.depth, args.reps)
+  t_short = step_seconds(config, encoder, params, labels, short, args.depth, args.reps)
   print(f"| scheme | fill (real audio / padded) | frames vs global |\n|---|---|---|")
   for k, v in f.items():
     print(f"| {k} | {v:.3f} | {f['global'] / v:.3f} |")
