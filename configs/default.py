@@ -123,6 +123,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.distill_weight = 1.0  # loss "distill": weight of the mutual KL between exits
   c.distill_temperature = 1.0
   c.fedprox_mu = 0.0  # FedProx proximal term; 0 disables it
+  # SpecAugment-style time masking at every local step (wav2vec 2.0 / HuBERT fine-tuning's
+  # mask_time_prob / mask_time_length): each frame of the cached conv features starts a span of
+  # time_mask_span frames, replaced by the utterance's mean feature, with probability
+  # time_mask_prob; 0 disables it
+  c.time_mask_prob = 0.0
+  c.time_mask_span = 10
   c.chunk_size = "auto"  # clients trained at once inside the compiled round: "auto" or an int
   # On CPU: split the host into this many JAX devices so that clients train on every core at once
   # ("auto": one per available core; 1: a single device). No effect on GPU/TPU runs.

@@ -383,6 +383,12 @@ def validate_config(config: ml_collections.ConfigDict,
     lo_hi = tuple(config.data.snr_db)
     if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
       raise ConfigError(f"data.snr_db must be (low, high) with low <= high, got {lo_hi}")
+  if not 0.0 <= config.time_mask_prob < 1.0 or config.time_mask_span < 1:
+    raise ConfigError(f"time_mask_prob must be in [0, 1) and time_mask_span >= 1, got "
+                      f"{config.time_mask_prob}, {config.time_mask_span}")
+  if config.time_mask_prob and not config.model.freeze_feature_encoder:
+    raise ConfigError("time_mask_prob masks the cached conv features: it needs "
+                      "model.freeze_feature_encoder=True")
   cs = config.chunk_size
   if not (cs == "auto" or (isinstance(cs, int) and not isinstance(cs, bool) and cs > 0)):
     raise ConfigError(f"chunk_size must be 'auto' or a positive int, got {cs!r}")

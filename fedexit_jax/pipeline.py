@@ -291,7 +291,9 @@ def round_spec(config: ml_collections.ConfigDict, encoder: EncoderConfig,
                          loss=LOSS_NAMES[config.loss], local_epochs=config.local_epochs,
                          local_steps=config.local_steps, batch_size=config.batch_size,
                          prox_mu=config.fedprox_mu, distill_weight=config.distill_weight,
-                         distill_temperature=config.distill_temperature)
+                         distill_temperature=config.distill_temperature,
+                         time_mask_prob=config.time_mask_prob,
+                         time_mask_span=config.time_mask_span)
   chunk = None if config.chunk_size == "auto" else int(config.chunk_size)
   return fl.RoundSpec(client, fl.server_optimizer(so.name, so.learning_rate, momentum=so.momentum,
                                                   b1=so.b1, b2=so.b2, eps=so.eps),

@@ -203,3 +203,11 @@ def test_head_learning_rate_applies_to_the_exit_heads_only():
     np.testing.assert_allclose(updates["heads"]["kernel"], -want, rtol=1e-6)
   with pytest.raises(cu.ConfigError, match="head_learning_rate"):
     cu.validate_config(_with(["client_optimizer.head_learning_rate=-1.0"]))
+
+
+def test_time_masking_config_is_checked():
+  with pytest.raises(cu.ConfigError, match="time_mask_prob must be in"):
+    cu.validate_config(_with(["time_mask_prob=1.0"]))
+  with pytest.raises(cu.ConfigError, match="freeze_feature_encoder"):
+    cu.validate_config(_with(["time_mask_prob=0.05", "model.freeze_feature_encoder=False"]))
+  cu.validate_config(_with(["time_mask_prob=0.05"]))

@@ -147,3 +147,37 @@ def test_evaluate_and_cache_features(model):
   assert ev["correct"].shape == ev["confidence"].shape == (2, 10)
   with pytest.raises(ValueError, match="empty"):
     fl.evaluate(SpeechExitModel(cfg, EXITS), params, x[:0], fm[:0], labels[:0])
+
+
+def test_time_mask_spans_by_hand():
+  starts = jnp.array([[0, 1, 0, 0, 0, 1, 0], [1, 1, 0, 0, 0, 0, 1]], bool)
+  np.testing.assert_array_equal(fc.spans(starts, 2).astype(int),
+                                [[0, 1, 1, 0, 0, 1, 1], [1, 1, 1, 0, 0, 0, 1]])
+  np.testing.assert_array_equal(fc.spans(starts, 1), starts)
+  key = jax.random.key(0)
+  assert not jnp.any(fc.time_mask(key, (3, 50), 0.0, 10))
+  frac = float(jnp.mean(fc.time_mask(key, (64, 200), 0.05, 10)))
+  assert 0.3 < frac < 0.5  # 1 - 0.95^10 = 0.40 of the frames, up to sampling
+
+
+def test_augment_replaces_masked_frames_by_the_utterance_mean_and_needs_frames(model):
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  spec = fl.ClientSpec(SpeechExitModel(model[0], EXITS), time_mask_prob=0.2, time_mask_span=3)
+  rs = np.random.RandomState(0)
+  x = rs.randn(4, 30, 5).astype(np.float32)
+  valid = np.arange(30)[None] < np.array([30, 20, 10, 25])[:, None]
+  batch = fl.ClientData(jnp.asarray(x), jnp.asarray(valid), jnp.zeros((4,), jnp.int32),
+                        jnp.ones((4,), bool))
+  out = np.asarray(fc.augment(spec, batch, jax.random.key(1)).inputs)
+  masked = np.asarray(fc.time_mask(jax.random.key(1), (4, 30), 0.2, 3))
+  assert 0 < masked.sum() < masked.size
+  for u in range(4):
+    mean = x[u][valid[u]].mean(0)  # over the utterance's valid frames only
+    np.testing.assert_allclose(out[u][masked[u]], np.broadcast_to(mean, out[u][masked[u]].shape),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out[u][~masked[u]], x[u][~masked[u]])
+  assert fc.augment(dataclasses.replace(spec, time_mask_prob=0.0), batch, None) is batch
+  with pytest.raises(ValueError, match="frame inputs"):
+    fc.augment(spec, batch._replace(inputs=jnp.ones((4, 300))), jax.random.key(1))
+  with pytest.raises(ValueError, match="time_mask_prob"):
+    fl.ClientSpec(SpeechExitModel(model[0], EXITS), time_mask_prob=1.0)

@@ -282,3 +282,23 @@ def test_bad_round_inputs_fail_before_any_work(setup):
   with pytest.raises(ValueError, match="'homogeneous' needs every client at one depth"):
     fl.run_round(state, fl.cohort_from_dataset(dataset, [0, 1], depths),
                  fl.RoundSpec(spec.client, weighting="homogeneous", depth_levels=(2, 4)))
+
+
+def test_time_masking_round_equals_per_client_loop_and_changes_training(setup):
+  """SpecAugment-style time masking draws the same masks in the vectorised round as in the
+  per-client loop (keys from each client's round key), and it changes what is trained."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  _, spec, state, dataset, depths = setup
+  plain = dataclasses.replace(spec, client=dataclasses.replace(spec.client,
+                                                               optimizer=optax.sgd(0.02)))
+  masked = dataclasses.replace(plain, client=dataclasses.replace(plain.client, time_mask_prob=0.3,
+                                                                 time_mask_span=2))
+  cohort = fl.cohort_from_dataset(dataset, IDS, depths)
+  new, m = fl.run_round(state, cohort, masked)
+  ref, mr = fl.run_round_reference(state, cohort, masked)
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(new.params))
+  assert_trees_close(new.params, ref.params)
+  np.testing.assert_allclose(m["loss"], mr["loss"], rtol=1e-5)
+  unmasked, _ = fl.run_round(state, cohort, plain)
+  assert any(bool(jnp.any(jnp.abs(a - b) > 1e-4))
+             for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(unmasked.params)))
