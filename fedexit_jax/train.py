@@ -42,7 +42,8 @@ def _step_costs(spec: fl.RoundSpec, params: Any, clients: fl.ClientData, depths,
   for d in sorted(set(int(x) for x in depths)):
     anchor = spec.client.slice_params(params, d)
     state = client_lib.client_init(spec.client, anchor)
-    step = functools.partial(client_lib.client_step, spec.client, d, anchor)
+    step = functools.partial(client_lib.client_step, spec.client, d, anchor,
+                             key=jax.random.key(0) if spec.client.time_mask_prob else None)
     out[d] = {"flops": accounting.step_flops(step, state, batch),
               "memory": accounting.step_memory(step, state, batch, donate_argnums=(0,)),
               "upload": accounting.upload_bytes(params, d, exits,

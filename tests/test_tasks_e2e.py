@@ -111,3 +111,13 @@ def test_trained_feature_encoder_runs_and_evaluates_on_waveforms(cache, tmp_path
   result = train.train_and_evaluate(config, tmp_path / "run")
   assert set(result["error"]) == {"2", "4"}
   assert all(0.0 <= v <= 1.0 for v in result["error"].values())
+
+
+def test_time_masking_runs_end_to_end(cache, tmp_path):
+  """time_mask_prob through the real pipeline (accounting's step included): ASR, 2 rounds."""
+  config = config_utils.apply_overrides(_config(cache, "asr"), ["time_mask_prob=0.1",
+                                                                "time_mask_span=3"])
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  rows = metrics.read_metrics(tmp_path / "run")
+  assert [r["round"] for r in rows] == [1, 2] and all(np.isfinite(r["train_loss"]) for r in rows)
+  assert set(result["wer"]) == {"2", "4"}
