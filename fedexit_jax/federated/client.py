@@ -161,9 +161,9 @@ def spans(starts: jax.Array, span: int) -> jax.Array:
 
 def augment(spec: ClientSpec, batch: ClientData, key: jax.Array | None) -> ClientData:
   """The batch as a local step trains on: time-masked frames (spec.time_mask_prob) replaced by
-  their utterance's mean feature over its valid frames. Not zeros: an all-zero (or any constant)
-  feature vector has no variance for the feature projection's LayerNorm, and measured gradient
-  norms of 1e5-1e12 for such frames against ~10 for real ones."""
+  their utterance's mean feature over its valid frames. Not zeros: utterances of all-zero (or
+  constant) feature vectors gave gradient norms of 1e5-1e12 against ~10 for real features in the
+  test backbone (measured; LayerNorms over zero-variance vectors the likely cause)."""
   if not spec.time_mask_prob:
     return batch
   if key is None or batch.inputs.ndim != 3:
