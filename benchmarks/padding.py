@@ -99,7 +99,7 @@ def main() -> None:
   short = max(int(round(full * rel)), 1)
   t_full = step_seconds(config, encoder, params, labels, full, args.depth, args.reps)
   t_short = step_seconds(config, encoder, params, labels, short, args.depth, args.reps)
-  print(f"| scheme | fill (real audio / padded) | frames vs global |\n|---|---|---|")
+  print("| scheme | fill (real audio / padded) | frames vs global |\n|---|---|---|")
   for k, v in f.items():
     print(f"| {k} | {v:.3f} | {f['global'] / v:.3f} |")
   print(f"\nlocal step at depth {args.depth}, batch {config.batch_size}: {full} frames "
