@@ -137,6 +137,18 @@ def get_config() -> ml_collections.ConfigDict:
   # "auto" ($FEDEXIT_COMPILATION_CACHE if set, else <$FEDEXIT_CACHE or ~/.cache/fedexit_jax>/xla),
   # a folder, or None (off).
   c.compilation_cache = "auto"
+  # Multi-process runs (jax.distributed): one run over the devices of several processes or hosts.
+  # coordinator "host:port" of process 0 (with num_processes and this process's process_id; or
+  # let `fedexit launch --local N -- run ...` set the three); "" = one process, unless `detect`
+  # finds a SLURM, Open MPI or Cloud TPU job of several processes. Timeouts in seconds: joining,
+  # and how long a silent process is waited for before the run stops with an error.
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.coordinator = ""
+  c.distributed.num_processes = 1
+  c.distributed.process_id = 0
+  c.distributed.detect = True
+  c.distributed.initialization_timeout = 300
+  c.distributed.heartbeat_timeout = 100
 
   # Early-exit inference reported at the end: a fixed exit per tier, and exit at the first head
   # whose max softmax probability reaches each threshold.

@@ -42,9 +42,9 @@ CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"
 CONFIG_FILE = "config.json"
 # Keys that may change when a run is resumed (extending a run, checkpointing more often, where
-# compiled programs are kept).
+# compiled programs are kept, how many processes run it: a 2-process run may resume in one).
 RESUMABLE_KEYS = ("rounds", "checkpoint_every", "max_checkpoints", "progress_bar",
-                  "compilation_cache")
+                  "compilation_cache", "distributed")
 
 
 class WorkdirError(ValueError):
@@ -287,7 +287,7 @@ def check_workdir(workdir: str | Path, config: ml_collections.ConfigDict,
       raise WorkdirError(
           f"workdir {str(workdir)!r} already holds {what} at round {step}. Pass --resume to "
           "continue it, or choose a new --workdir (nothing was overwritten).")
-    blocking = [d for d in diffs if d.split(":")[0] not in RESUMABLE_KEYS]
+    blocking = [d for d in diffs if d.split(":")[0].split(".")[0] not in RESUMABLE_KEYS]
     if blocking:
       raise WorkdirError(
           f"cannot --resume in {str(workdir)!r}: its checkpoint (round {step}) was made with a "

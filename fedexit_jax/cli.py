@@ -64,6 +64,24 @@ simulated in JAX.
   fedexit convert SRC ...  convert a PyTorch/Hugging Face checkpoint to this project's format
   fedexit pretrain ...     HuBERT-style self-supervised pretraining of a backbone (offline)
   fedexit probe ...        linear probe of every layer of the frozen backbone on the task
+  fedexit launch --local N -- run ...
+                           one run in N processes on this machine (jax.distributed)
+"""
+
+_LAUNCH_HELP = """\
+Runs one `fedexit run` in N processes on this machine, joined through jax.distributed
+(coordinator: process 0 on 127.0.0.1): the round's clients are spread over the devices of all
+processes, process 0 writes the workdir's files, all write the checkpoints. Each process gets
+cores/N CPU devices unless the run's arguments set --config.cpu_devices. If a process fails, the
+others are stopped and the launch fails naming it.
+
+On a cluster, start `fedexit run` once per process with the cluster's launcher instead (srun,
+mpirun, a TPU pod's): JAX finds the job by itself (config distributed.detect), or pass
+--config.distributed.coordinator=HOST:PORT, .num_processes and .process_id.
+
+Example:
+  fedexit launch --local 2 -- run --config configs/smoke.py --workdir runs/mp
+  fedexit launch --local 2 -- run --config configs/smoke.py --workdir runs/mp --resume
 """
 
 
@@ -147,16 +165,30 @@ def _probe_parser(sub) -> None:
                  help="folder for probe.json and probe.png (created if missing)")
 
 
+def _launch_parser(sub) -> None:
+  p = sub.add_parser("launch", help="one run in N local processes (jax.distributed)",
+                     description=_LAUNCH_HELP,
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     usage="fedexit launch --local N [--port PORT] -- run ARGS...")
+  p.add_argument("--local", type=int, required=True, metavar="N", help="processes to start")
+  p.add_argument("--port", type=int, default=None,
+                 help="the coordinator's port on 127.0.0.1 (default: a free one)")
+  p.add_argument("run_args", nargs=argparse.REMAINDER,
+                 help="after --: the `run` command and its arguments")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="fedexit", description=_MAIN_HELP,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = parser.add_subparsers(dest="command", metavar="{run,data,convert,pretrain,probe}")
+  sub = parser.add_subparsers(dest="command",
+                              metavar="{run,data,convert,pretrain,probe,launch}")
   sub.required = True
   _run_parser(sub)
   _data_parser(sub)
   _convert_parser(sub)
   _pretrain_parser(sub)
   _probe_parser(sub)
+  _launch_parser(sub)
   return parser
 
 
@@ -205,7 +237,9 @@ def _is_user_error(e: BaseException) -> bool:
                        ("fedexit_jax.convert.pytorch", "CheckpointFileError"),
                        ("fedexit_jax.data.audio", "AudioError"),
                        ("fedexit_jax.data.speech_commands", "DataError"),
-                       ("fedexit_jax.train", "DivergedError")):
+                       ("fedexit_jax.train", "DivergedError"),
+                       ("fedexit_jax.launch", "LaunchError"),
+                       ("fedexit_jax.runtime", "DistributedError")):
     cls = getattr(sys.modules.get(module), name, None)
     if cls is not None and isinstance(e, cls):
       return True
@@ -217,6 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = build_parser()
   try:
+    if argv[:1] == ["launch"] and "--" in argv:  # the run's own arguments pass through untouched
+      cut = argv.index("--")
+      args = parser.parse_args(argv[:cut])
+      from fedexit_jax import launch
+      return launch.main(args.local, argv[cut + 1:], args.port)
     overrides, rest = config_utils.split_config_args(argv)
     args = parser.parse_args(rest)
     if overrides and args.command not in ("run", "probe"):
@@ -231,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "pretrain":
       from fedexit_jax import pretrain
       return pretrain.main(args)
+    if args.command == "launch":
+      parser.error("fedexit launch --local N -- run ARGS...: the run's arguments follow `--`")
     if args.command == "probe":
       from fedexit_jax import probe
       result = probe.run_probe(load_run_config(args.config, overrides), args.workdir)

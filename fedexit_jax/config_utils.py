@@ -392,6 +392,15 @@ def validate_config(config: ml_collections.ConfigDict,
   cs = config.chunk_size
   if not (cs == "auto" or (isinstance(cs, int) and not isinstance(cs, bool) and cs > 0)):
     raise ConfigError(f"chunk_size must be 'auto' or a positive int, got {cs!r}")
+  dist = config.distributed
+  if dist.coordinator and not 0 <= dist.process_id < dist.num_processes:
+    raise ConfigError(f"distributed.process_id must be in [0, num_processes={dist.num_processes}),"
+                      f" got {dist.process_id}")
+  if dist.coordinator and ":" not in dist.coordinator:
+    raise ConfigError(f"distributed.coordinator must be 'host:port', got {dist.coordinator!r}")
+  if min(dist.initialization_timeout, dist.heartbeat_timeout) < 1:
+    raise ConfigError("distributed timeouts must be >= 1 s, got "
+                      f"{dist.initialization_timeout}, {dist.heartbeat_timeout}")
   from fedexit_jax import runtime  # pylint: disable=import-outside-toplevel
   try:
     runtime.resolve_cpu_devices(config.cpu_devices)

@@ -1,6 +1,6 @@
 """Process-wide JAX settings that must be in place before JAX compiles anything: the host CPU
-device split and the persistent compilation cache. `train.train_and_evaluate` applies both first
-thing.
+device split, the persistent compilation cache and, for multi-process runs, joining the other
+processes. `train.train_and_evaluate` applies them first thing.
 
 CPU devices: on CPU the engine runs one client per device, so one device per core uses every
 core. XLA:CPU runs a client's small matrices on one core; splitting the host into several CPU
@@ -11,6 +11,11 @@ back on the project's 2-core box with `benchmarks/throughput.py --quick`: a 32-c
 Compilation cache: a round program takes tens of seconds to compile on a laptop CPU and the same
 config compiles to the same program, so compiled programs are kept on disk (JAX's persistent
 compilation cache) and a second run, a resumed run or the next scenario loads them instead.
+
+Multi-process: a run larger than one host (or a host split into processes) joins through
+jax.distributed; the round's client axis then spans the devices of every process, each process
+places only its own shards, process 0 writes the files and all write the checkpoints (orbax's
+multi-process save).
 """
 from __future__ import annotations
 
@@ -52,7 +57,7 @@ def use_cpu_devices(value: int | str) -> int:
       jax.config.update("jax_num_cpu_devices", want)
     except RuntimeError:  # backends already initialised
       pass
-  have = len(jax.devices("cpu"))
+  have = len(jax.local_devices(backend="cpu"))
   if have != want:
     log.warning("cpu_devices=%s asks for %d CPU devices but JAX already runs with %d; keeping %d",
                 value, want, have, have)
@@ -109,3 +114,96 @@ def use_compilation_cache(value: str | None) -> Path | None:
     jax.config.update("jax_enable_compilation_cache", want[1])
     compilation_cache.reset_cache()  # JAX opens the folder once; a new one must be reopened
   return path
+
+
+class DistributedError(RuntimeError):
+  """This process could not join (or stay in) a multi-process run."""
+
+
+# JAX's cluster detectors that are trusted to start a run by themselves: the environment names
+# the processes of one job. (Kubernetes and mpi4py detection are left out: a plain pod or an
+# installed mpi4py is no multi-process job.)
+_CLUSTERS = ("OmpiCluster", "SlurmCluster", "GceTpuCluster", "GkeTpuCluster")
+
+
+def detected_cluster() -> str | None:
+  """The name of the multi-process job JAX's cluster detection finds (more than one process),
+  or None."""
+  try:
+    from jax._src import clusters  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  for cls in getattr(clusters.ClusterEnv, "_cluster_types", ()):
+    if cls.__name__ not in _CLUSTERS:
+      continue
+    try:
+      if cls.is_env_present() and cls.get_process_count() > 1:
+        return cls.__name__
+    except Exception:  # pylint: disable=broad-except  # a half-set environment: not a job
+      continue
+  return None
+
+
+def use_distributed(cfg) -> tuple[int, int]:
+  """Joins a multi-process JAX run if the config (`distributed.coordinator`, `num_processes`,
+  `process_id`) or the environment (detected_cluster, with `distributed.detect`) asks for one;
+  returns (process_index, process_count). Call it before JAX runs anything (before
+  use_cpu_devices, which starts the CPU backend). On CPU the processes
+  reduce over gloo. Every process then sees every device (jax.devices()) and owns its local ones.
+  """
+  if jax.distributed.is_initialized():
+    return jax.process_index(), jax.process_count()
+  cluster = detected_cluster() if cfg.detect and not cfg.coordinator else None
+  if not cfg.coordinator and cluster is None:
+    return 0, 1
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  kwargs = dict(initialization_timeout=int(cfg.initialization_timeout),
+                heartbeat_timeout_seconds=int(cfg.heartbeat_timeout))
+  if cfg.coordinator:
+    kwargs.update(coordinator_address=cfg.coordinator, num_processes=int(cfg.num_processes),
+                  process_id=int(cfg.process_id))
+  where = (f"process {cfg.process_id} of {cfg.num_processes} at {cfg.coordinator}"
+           if cfg.coordinator else f"the {cluster} job")
+  try:
+    jax.distributed.initialize(**kwargs)
+  except Exception as e:  # pylint: disable=broad-except  # XLA raises its own runtime errors
+    raise DistributedError(
+        f"could not join {where} (distributed.initialization_timeout="
+        f"{cfg.initialization_timeout} s): {' '.join(str(e).split())[:300]}") from None
+  log.info("joined %s: process %d of %d, %d local / %d global devices", where,
+           jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
+  return jax.process_index(), jax.process_count()
+
+
+def is_primary() -> bool:
+  """Process 0 writes the run's files (metrics, summary, plots, run info); every process takes
+  part in the rounds and the checkpoints."""
+  return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches the same `name` (no-op in a one-process run)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)
+
+
+def primary_first(name: str, make):
+  """make() on process 0, then on the others: what process 0 writes to a cache folder (the
+  offline corpus, the conv features) the others read instead of writing it at the same time."""
+  if jax.process_count() == 1:
+    return make()
+  if is_primary():
+    out = make()
+    barrier(name)
+    return out
+  barrier(name)
+  return make()
+
+
+def local_copy(tree):
+  """This process's copy of a tree of replicated global arrays (one device's): for work every
+  process does alone, such as evaluating the global model on the test set."""
+  if jax.process_count() == 1:
+    return tree
+  return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)

@@ -58,18 +58,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   """Runs (or resumes) a federated run in `workdir`; returns the last evaluation and the costs."""
   encoder = config_utils.validate_config(config)
   pipeline.preflight(config)
+  runtime.use_distributed(config.distributed)  # multi-process: join the others, first thing
   cpu_devices = runtime.use_cpu_devices(config.cpu_devices)  # before JAX runs anything
   runtime.use_compilation_cache(config.compilation_cache)  # and before it compiles
+  primary = runtime.is_primary()  # writes the files; every process trains and checkpoints
   workdir = Path(workdir)
-  start = checkpoint.check_workdir(workdir, config, resume)
+  start = checkpoint.check_workdir(workdir, config, resume, write_config=primary)
+  runtime.barrier("workdir checked")  # damaged rounds set aside before anyone restores
   t0 = time.time()
   rng_model, rng_server = jax.random.split(jax.random.key(config.seed))
   task = pipeline.task_of(config)
-  corpus = pipeline.load_corpus(config)
+  corpus = runtime.primary_first("corpus", lambda: pipeline.load_corpus(config))
   encoder, model_params, head_params = pipeline.init_model(config, encoder, rng_model, corpus)
   params, frozen = models.split_params(model_params, head_params,
                                    train_feature_encoder=not config.model.freeze_feature_encoder)
-  data = pipeline.federated_data(config, encoder, frozen, corpus)
+  data = runtime.primary_first(
+      "features", lambda: pipeline.federated_data(config, encoder, frozen, corpus))
   num_clients = int(data.clients.labels.shape[0])
   if config.clients_per_round > num_clients:
     raise ValueError(f"clients_per_round={config.clients_per_round} but the partition has only "
@@ -93,14 +97,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     if restored is not None:
       state, done = restored
       log.info("resumed %s at round %d", workdir, done)
-  writer = metrics.MetricsWriter(workdir, resume_round=done if start is not None else None)
-  _write_run_info(workdir, data.summary, depths, corpus.root, encoder, cpu_devices,
-                  skipped_files=corpus.train.num_skipped)
+  writer = (metrics.MetricsWriter(workdir, resume_round=done if start is not None else None)
+            if primary else None)
+  if primary:
+    _write_run_info(workdir, data.summary, depths, corpus.root, encoder, cpu_devices,
+                    skipped_files=corpus.train.num_skipped)
 
   resident = fl.place_dataset(data.clients, spec)  # on the devices once: rounds gather by id
   ev, row, all_excluded = None, {}, 0
   bar = tqdm.trange(done, config.rounds, initial=done, total=config.rounds, desc="rounds",
-                    disable=not config.progress_bar, dynamic_ncols=True)
+                    disable=not (config.progress_bar and primary), dynamic_ncols=True)
   for r in bar:
     ids = fl.sample_clients(config.seed, r, num_clients, clients_per_round=config.clients_per_round)
     cohort = fl.cohort_from_dataset(resident, ids, depths)
@@ -125,13 +131,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                   "aggregate (clients %s)", r + 1, row["num_nonfinite"], bad.tolist())
     all_excluded = all_excluded + 1 if row["train_loss"] is None else 0
     if all_excluded >= config.stop_after_excluded_rounds:
-      writer.write(r + 1, row)
+      if writer:
+        writer.write(r + 1, row)
       raise DivergedError(_diverged(workdir, f"round {r + 1}: every client's update was "
                                     f"non-finite in the last {all_excluded} rounds"))
     last = r + 1 == config.rounds
     if (r + 1) % config.eval_every == 0 or last:
-      ev, scores = evaluate_exits(config, task, encoder, state.params, frozen, data, corpus,
-                                  spec, trained_exits)
+      ev, scores = evaluate_exits(config, task, encoder, runtime.local_copy(state.params),
+                                  frozen, data, corpus, spec, trained_exits)
       if not np.all(np.isfinite(ev["loss"])):
         raise DivergedError(_diverged(workdir, f"round {r + 1}: the global model's test loss "
                                       f"is not finite ({ev['loss'].tolist()})"))
@@ -141,14 +148,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
       bar.set_postfix(loss=f"{np.nan if row['train_loss'] is None else row['train_loss']:.3f}",
                       **{task.primary[:3]: " ".join(f"{e}:{x:.3f}"
                                                    for e, x in row[task.primary].items())})
-    writer.write(r + 1, row)
+    if writer:
+      writer.write(r + 1, row)
     if (r + 1) % config.checkpoint_every == 0 or last:
       checkpoint.save(workdir, r + 1, state, config=config, max_to_keep=config.max_checkpoints)
   bar.close()
-  writer.close()
   if ev is None:  # resumed a finished run: evaluate the restored model for the report
-    ev, scores = evaluate_exits(config, task, encoder, state.params, frozen, data, corpus, spec,
-                                trained_exits)
+    ev, scores = evaluate_exits(config, task, encoder, runtime.local_copy(state.params), frozen,
+                                data, corpus, spec, trained_exits)
+  if not primary:
+    return {name: {str(e): float(x) for e, x in zip(trained_exits, vals)}
+            for name, vals in scores.items()}
+  writer.close()
   return _report(config, task, corpus, workdir, ev, scores, trained_exits, costs,
                  time.time() - t0)
 

@@ -105,7 +105,7 @@ def place_dataset(dataset: ClientData, spec: RoundSpec, shard: bool | None = Non
   m = len(arrays.labels)
   num_examples = arrays.example_mask.reshape(m, -1).sum(1).astype(np.int64)
   if shard is None:
-    stats = mesh.devices.flat[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}
     limit = stats.get("bytes_limit")
     shard = limit is not None and sum(a.nbytes for a in arrays) > limit // 2
   if shard:
@@ -136,8 +136,31 @@ def cohort_data(cohort: Cohort) -> ClientData:
 
 
 def _to_device(tree, sharding):
-  """The one place a round copies host arrays to the devices (tests count its bytes)."""
-  return jax.device_put(tree, sharding)
+  """The one place a round copies host arrays to the devices (tests count its bytes). In a
+  multi-process run each process places only the shards of its own devices (every process holds
+  the same host arrays)."""
+  if sharding.is_fully_addressable:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(lambda a: _global_array(a, sharding), tree)
+
+
+def _global_array(a, sharding):
+  """A global array over non-addressable devices from this process's full host copy."""
+  if jnp.issubdtype(getattr(a, "dtype", None), jax.dtypes.prng_key):
+    return jax.random.wrap_key_data(_global_array(jax.random.key_data(a), sharding),
+                                    impl=jax.random.key_impl(a))
+  if isinstance(a, jax.Array) and a.sharding == sharding:
+    return a
+  a = np.asarray(a)
+  return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+
+def _replicate(tree, mesh: Mesh):
+  """The server state replicated over the mesh (a no-op after the first round)."""
+  sharding = NamedSharding(mesh, P())
+  if sharding.is_fully_addressable:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(lambda a: _global_array(a, sharding), tree)
 
 
 def default_chunk_size(backend: str | None = None) -> int:
@@ -295,7 +318,8 @@ def _program(spec: RoundSpec):
       body = functools.partial(_chunk_step, spec, d, state.params, round_key, chunks, dataset)
       carry = jax.lax.fori_loop(bounds[li, 0], bounds[li, 1], body, carry)
     return _finish(spec, state, rng, *carry, slots)
-  return jax.jit(program)
+  # Replicated outputs: every process of a multi-process run reads the new state and metrics.
+  return jax.jit(program, out_shardings=NamedSharding(_mesh(spec), P()))
 
 
 def round_program(spec: RoundSpec):
@@ -349,7 +373,7 @@ def run_round(state: server.ServerState, cohort: Cohort, spec: RoundSpec):
   host numpy arrays, "depth" and "client_id" [K]."""
   model_lib.check_layout(spec.client.model, state.params)
   args = prepare(cohort, spec)
-  state = jax.device_put(state, NamedSharding(_mesh(spec), P()))
+  state = _replicate(state, _mesh(spec))
   state, metrics = _program(spec)(state, *args)
   metrics["depth"] = np.asarray(cohort.depths)
   metrics["client_id"] = np.asarray(cohort.client_ids)
