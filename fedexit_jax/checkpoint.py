@@ -110,13 +110,15 @@ def save(workdir: str | Path, step: int, state: Any, *,
 
 
 def all_steps(workdir: str | Path) -> list[int]:
-  """Finalized checkpoint rounds, ascending (unfinished tmp folders are not steps)."""
-  if not checkpoint_dir(workdir).is_dir():
+  """Finalized checkpoint rounds, ascending. Orbax writes a round into
+  `<round>.orbax-checkpoint-tmp-*` and renames it to `<round>` when complete, so the rounds are
+  the folders named by a number alone. Listed directly, not through a CheckpointManager: in a
+  multi-process run every manager waits for the other processes, and only saving and restoring
+  happen in step on all of them."""
+  folder = checkpoint_dir(workdir)
+  if not folder.is_dir():
     return []
-  mngr = _manager(workdir, create=False)
-  steps = sorted(mngr.all_steps())
-  mngr.close()
-  return steps
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir())
 
 
 def latest_step(workdir: str | Path) -> int | None:

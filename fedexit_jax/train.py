@@ -110,7 +110,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   for r in bar:
     ids = fl.sample_clients(config.seed, r, num_clients, clients_per_round=config.clients_per_round)
     cohort = fl.cohort_from_dataset(resident, ids, depths)
-    state, m = fl.run_round(state, cohort, spec)
+    state, m = _run_round(state, cohort, spec, r, workdir)
     steps = np.asarray(m["num_steps"])
     row = {"round": r + 1,
            # None (JSON null) when every client was excluded: nothing was measured
@@ -175,6 +175,23 @@ def evaluate_exits(config, task, encoder, params, frozen, data: pipeline.Federat
   scores = dict(task.metrics(ev, corpus.test))
   scores.update(task.extra_metrics(config, encoder, params, frozen, exits, corpus))
   return ev, scores
+
+
+def _run_round(state, cohort, spec, r: int, workdir: Path):
+  """fl.run_round; in a multi-process run, a peer that died surfaces here as an XLA runtime error
+  (a failed collective) and becomes a DistributedError that says how to go on."""
+  if jax.process_count() == 1:
+    return fl.run_round(state, cohort, spec)
+  try:
+    return jax.block_until_ready(fl.run_round(state, cohort, spec))
+  except jax.errors.JaxRuntimeError as e:
+    folder = checkpoint.checkpoint_dir(workdir)  # read directly: orbax would wait for the dead
+    steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+    step = max(steps, default=None)
+    raise runtime.DistributedError(
+        f"round {r + 1}: lost another process of the run ({' '.join(str(e).split())[:200]}); "
+        f"the newest checkpoint is round {step}: start every process again with --resume"
+    ) from None
 
 
 def _diverged(workdir: Path, what: str) -> str:
