@@ -187,11 +187,11 @@ def _run_round(state, cohort, spec, r: int, workdir: Path):
   except jax.errors.JaxRuntimeError as e:
     folder = checkpoint.checkpoint_dir(workdir)  # read directly: orbax would wait for the dead
     steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
-    step = max(steps, default=None)
+    newest = (f"the newest checkpoint is round {max(steps)}" if steps
+              else "no checkpoint was saved yet")
     raise runtime.DistributedError(
         f"round {r + 1}: lost another process of the run ({' '.join(str(e).split())[:200]}); "
-        f"the newest checkpoint is round {step}: start every process again with --resume"
-    ) from None
+        f"{newest}: start every process again with --resume") from None
 
 
 def _diverged(workdir: Path, what: str) -> str:

@@ -101,6 +101,36 @@ def test_a_process_killed_mid_run_stops_the_launch(tmp_path):
   assert not subprocess.run(["pgrep", "-f", f"{workdir} "], capture_output=True).stdout
 
 
+def test_without_the_launcher_a_dead_peer_ends_the_run_with_an_error(tmp_path):
+  """Processes started one by one (as srun or mpirun start them): process 1 is SIGKILLed during
+  the rounds; process 0 stops with an error that says to resume (its failed collective, or JAX's
+  heartbeat timeout for a peer that stops answering), not a hang."""
+  workdir = tmp_path / "w"
+  base = [sys.executable, "-m", "fedexit_jax.cli", "run", "--config", SMOKE, "--workdir",
+          str(workdir), "--config.rounds=100000", "--config.eval_every=100000",
+          "--config.checkpoint_every=100000", "--config.cpu_devices=1",
+          f"--config.distributed.coordinator=127.0.0.1:{launch.free_port()}",
+          "--config.distributed.num_processes=2", "--config.distributed.heartbeat_timeout=5"]
+  procs = [subprocess.Popen(base + [f"--config.distributed.process_id={i}"], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  try:
+    deadline = time.time() + 300
+    while not (workdir / "metrics.jsonl").exists():
+      assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-3000:]
+      assert time.time() < deadline, "the run did not start"
+      time.sleep(0.5)
+    time.sleep(1)
+    procs[1].kill()
+    _, err = procs[0].communicate(timeout=120)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert procs[0].returncode != 0
+  assert "lost another process of the run" in err and "--resume" in err
+
+
 def test_supervise_stops_the_others_when_one_fails():
   sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
   failing = [sys.executable, "-c", "import sys; sys.exit(3)"]
