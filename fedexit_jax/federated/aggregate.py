@@ -145,6 +145,25 @@ def _scheme_weights(scheme: str, n: jax.Array, d: jax.Array) -> jax.Array:
   raise ValueError(f"unknown weighting scheme {scheme!r}; choose one of {SCHEMES}")
 
 
+def scheme_vector(scheme: str) -> jax.Array:
+  """A named scheme as data, [uses n_i, uses L_i, counts untrained rows] in {0, 1}: replicas
+  of a round with different schemes share one compiled program (simulate.run_replicas)."""
+  if scheme not in SCHEMES:
+    raise ValueError(f"unknown weighting scheme {scheme!r}; choose one of {SCHEMES}")
+  return jnp.array([scheme not in ("uniform", "depth"), scheme in ("paper", "depth"),
+                    scheme == "fedavg_naive"], jnp.float32)
+
+
+def client_weights_from_vector(vector: jax.Array, num_examples: jax.Array,
+                               depths: jax.Array) -> jax.Array:
+  """client_weights of the scheme `vector` (scheme_vector) stands for: n_i^a L_i^b, by selects,
+  so the paper's n_i * L_i is the same float product as in client_weights."""
+  n = jnp.asarray(num_examples, jnp.float32)
+  d = jnp.asarray(depths, jnp.float32) * jnp.ones_like(n)
+  w = jnp.where(vector[0] > 0, n, 1.0) * jnp.where(vector[1] > 0, d, 1.0)
+  return jnp.where(n > 0, w, 0.0)
+
+
 def counts_untrained(scheme: str) -> bool:
   """True for the hetero-FedAvg baseline: a shallow client's untouched deep layers (the server
   copy, i.e. a zero update) are averaged in as if trained, diluting the deep clients' updates."""
