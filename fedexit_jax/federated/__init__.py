@@ -55,6 +55,7 @@ from fedexit_jax.federated.evaluate import evaluate
 from fedexit_jax.federated.model import EarlyExitModel
 from fedexit_jax.federated.objective import CTC, CrossEntropy, Objective
 from fedexit_jax.federated.sampling import sample_clients
+from fedexit_jax.federated.replicas import run_replicas, stack_states, unstack_state
 from fedexit_jax.federated.server import (SERVER_OPTIMIZERS, ServerState, init_server_state,
                                           server_optimizer)
 from fedexit_jax.federated.simulate import (Cohort, ResidentDataset, RoundSpec,
@@ -70,6 +71,7 @@ __all__ = [
     "client_depths", "client_final", "client_init", "client_step", "client_weights",
     "cohort_from_dataset", "default_chunk_size", "evaluate", "explicit_depths",
     "homogeneous_tiers", "init_server_state", "masked_tree_mean", "paper_tiers", "place_dataset",
-    "run_round", "run_round_reference", "sample_clients", "server_optimizer", "slice_to_depth",
+    "run_replicas", "run_round", "run_round_reference", "sample_clients", "stack_states",
+    "unstack_state", "server_optimizer", "slice_to_depth",
     "train_chunk", "train_client",
 ]

@@ -228,12 +228,12 @@ def layout(depths: np.ndarray, levels: Sequence[int], chunk: int,
 
 
 def _accumulate_depth(model, acc: aggregate.Accumulator, delta: PyTree, w: jax.Array,
-                      depth: int, naive: bool,
+                      depth: int, naive: bool | jax.Array,
                       deepest_only: bool = False) -> aggregate.Accumulator:
   """Adds a chunk of depth-`depth` clients (deltas sliced as ClientSpec.slice_params does, leading
   chunk axis) into the full-shaped accumulator: rows [:depth] of layers and the `trees.exit_rows`
-  of heads. With `naive` (the hetero-FedAvg baseline) the rows the clients did not train count
-  with a zero delta."""
+  of heads. With `naive` (the hetero-FedAvg baseline; a bool, or a traced 0/1 when the scheme is
+  data) the rows the clients did not train count with a zero delta."""
   def num(path, a, x):
     s = aggregate.client_sum(x, w.reshape((-1,) + (1,) * (x.ndim - 1)))
     rows = trees.row_range(model, path, depth, deepest_only)
@@ -243,7 +243,10 @@ def _accumulate_depth(model, acc: aggregate.Accumulator, delta: PyTree, w: jax.A
 
   def den(path, a):
     rows = trees.row_range(model, path, depth, deepest_only)
-    return a + wsum if rows is None or naive else a.at[rows[0]:rows[1]].add(wsum)
+    if rows is None or naive is True:
+      return a + wsum
+    trained_only = a.at[rows[0]:rows[1]].add(wsum)
+    return trained_only if naive is False else jnp.where(naive > 0, a + wsum, trained_only)
 
   return aggregate.Accumulator(
       jax.tree_util.tree_map_with_path(num, acc.numerator, delta),
@@ -254,9 +257,10 @@ _METRICS = ("loss", "finite", "weight", "num_examples", "num_steps")
 
 
 def _chunk_step(spec: RoundSpec, depth: int, params: PyTree, round_key: jax.Array, chunks,
-                dataset: ClientData | None, j, carry):
+                dataset: ClientData | None, scheme: jax.Array | None, j, carry):
   """Trains chunk j (all clients of depth `depth`) and adds it to the accumulator. With a
-  resident `dataset`, chunks hold the clients' rows in it and the chunk is gathered here."""
+  resident `dataset`, chunks hold the clients' rows in it and the chunk is gathered here. The
+  weighting is spec.weighting, or the aggregate.scheme_vector `scheme` (replicas)."""
   acc, bufs = carry
   data, ids, valid = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, j, 0, False), chunks)
   if dataset is not None:
@@ -268,10 +272,15 @@ def _chunk_step(spec: RoundSpec, depth: int, params: PyTree, round_key: jax.Arra
   sliced = spec.client.slice_params(params, depth)
   keys = jax.vmap(lambda i: jax.random.fold_in(round_key, i))(ids)
   delta, m = train_chunk(spec.client, depth, sliced, data, keys)
-  w = aggregate.client_weights(spec.weighting, m.num_examples, depth)
+  if scheme is None:
+    w = aggregate.client_weights(spec.weighting, m.num_examples, depth)
+    naive = aggregate.counts_untrained(spec.weighting)
+  else:
+    w = aggregate.client_weights_from_vector(scheme, m.num_examples, depth)
+    naive = scheme[2]
   w = jnp.where(valid & m.finite, w, 0.0)
-  acc = _accumulate_depth(spec.client.model, acc, delta, w, depth,
-                          aggregate.counts_untrained(spec.weighting), spec.client.deepest_only)
+  acc = _accumulate_depth(spec.client.model, acc, delta, w, depth, naive,
+                          spec.client.deepest_only)
   vals = {"loss": m.loss, "finite": m.finite, "weight": w,
           "num_examples": m.num_examples, "num_steps": m.num_steps}
   bufs = {k: jax.lax.dynamic_update_index_in_dim(bufs[k], vals[k].astype(bufs[k].dtype), j, 0)
@@ -308,16 +317,20 @@ def _finish(spec: RoundSpec, state: server.ServerState, rng: jax.Array, acc, buf
   return new_state, metrics
 
 
+def _round(spec: RoundSpec, state, chunks, bounds, slots, dataset, scheme=None):
+  rng, round_key = jax.random.split(state.rng)
+  acc, bufs = _start(spec.client.model, state.params, *chunks[2].shape)
+  carry = (acc, bufs)
+  for li, d in enumerate(spec.depth_levels):
+    body = functools.partial(_chunk_step, spec, d, state.params, round_key, chunks, dataset,
+                             scheme)
+    carry = jax.lax.fori_loop(bounds[li, 0], bounds[li, 1], body, carry)
+  return _finish(spec, state, rng, *carry, slots)
+
+
 @functools.lru_cache(maxsize=None)
 def _program(spec: RoundSpec):
-  def program(state, chunks, bounds, slots, dataset):
-    rng, round_key = jax.random.split(state.rng)
-    acc, bufs = _start(spec.client.model, state.params, *chunks[2].shape)
-    carry = (acc, bufs)
-    for li, d in enumerate(spec.depth_levels):
-      body = functools.partial(_chunk_step, spec, d, state.params, round_key, chunks, dataset)
-      carry = jax.lax.fori_loop(bounds[li, 0], bounds[li, 1], body, carry)
-    return _finish(spec, state, rng, *carry, slots)
+  program = functools.partial(_round, spec)
   # Replicated outputs: every process of a multi-process run reads the new state and metrics.
   return jax.jit(program, out_shardings=NamedSharding(_mesh(spec), P()))
 
@@ -333,7 +346,16 @@ def prepare(cohort: Cohort, spec: RoundSpec):
   slots, dataset). chunks = (data, ids, valid) [num_chunks, chunk, ...] placed sharded over the
   mesh; with a ResidentDataset, `data` is the clients' rows in it (a few bytes per client) and
   `dataset` its device arrays, else `dataset` is None."""
-  if spec.weighting == "homogeneous" and len(set(np.asarray(cohort.depths).tolist())) > 1:
+  chunks, bounds, slots, dataset = host_layout(cohort, spec)
+  chunks = _to_device(chunks, NamedSharding(_mesh(spec), P(None, AXIS)))
+  small = _to_device((bounds, slots), NamedSharding(_mesh(spec), P()))
+  return (chunks, *small, dataset)
+
+
+def host_layout(cohort: Cohort, spec: RoundSpec, weighting: str | None = None):
+  """prepare's arguments as host arrays (the dataset, if resident, as it is)."""
+  weighting = spec.weighting if weighting is None else weighting
+  if weighting == "homogeneous" and len(set(np.asarray(cohort.depths).tolist())) > 1:
     raise ValueError("weighting 'homogeneous' needs every client at one depth, got depths "
                      f"{sorted(set(np.asarray(cohort.depths).tolist()))}")
   k = len(cohort.depths)
@@ -358,10 +380,7 @@ def prepare(cohort: Cohort, spec: RoundSpec):
     data = ClientData(*(arrange(a) for a in cohort.data))
     data = data._replace(example_mask=data.example_mask & valid.reshape(-1, chunk)[..., None])
     dataset = None
-  chunks = _to_device((data, ids, valid.reshape(-1, chunk)),
-                      NamedSharding(_mesh(spec), P(None, AXIS)))
-  small = _to_device((lay.bounds, lay.slots), NamedSharding(_mesh(spec), P()))
-  return (chunks, *small, dataset)
+  return (data, ids, valid.reshape(-1, chunk)), lay.bounds, lay.slots, dataset
 
 
 def run_round(state: server.ServerState, cohort: Cohort, spec: RoundSpec):

@@ -1,0 +1,90 @@
+"""R simulations in one compiled round (federated.replicas) against R separate rounds."""
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from fedexit_jax import federated as fl
+from fedexit_jax.federated import aggregate, replicas
+from test_federated_round import assert_trees_close, setup, tiny_dataset  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
+SCHEMES = ("paper", "fedavg_naive", "samples", "uniform", "depth")
+
+
+def test_scheme_vector_gives_each_schemes_weights():
+  n = np.array([3.0, 5.0, 0.0])
+  d = np.array([2.0, 4.0, 4.0])
+  for scheme in aggregate.SCHEMES:
+    np.testing.assert_array_equal(
+        aggregate.client_weights_from_vector(aggregate.scheme_vector(scheme), n, d),
+        aggregate.client_weights(scheme, n, d))
+    assert bool(aggregate.scheme_vector(scheme)[2]) == aggregate.counts_untrained(scheme)
+  # by hand: paper n*d, samples n, uniform 1, depth d; no examples -> 0
+  np.testing.assert_array_equal(aggregate.client_weights_from_vector(
+      aggregate.scheme_vector("paper"), n, d), [6.0, 20.0, 0.0])
+  np.testing.assert_array_equal(aggregate.client_weights_from_vector(
+      aggregate.scheme_vector("depth"), n, d), [2.0, 4.0, 0.0])
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_replicas_equal_separate_rounds(setup, batch):  # noqa: F811
+  """Five schemes, each replica its own state (other RNG) and cohort, two rounds: every
+  replica's params and metrics are those of its own run_round calls (float tolerance)."""
+  _, spec, state, dataset, depths = setup
+  resident = fl.place_dataset(dataset, spec)
+  r = len(SCHEMES)
+  states = [state._replace(rng=jax.random.key(10 + i)) for i in range(r)]
+  cohort_ids = [[[0, 1, 2, 3, 4, 5, 6, 8, 9, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]][(i + k) % 2]
+                for k in range(2) for i in range(r)]
+  separate = list(states)
+  stacked = fl.stack_states(states)
+  for k in range(2):
+    cohorts = [fl.cohort_from_dataset(resident, cohort_ids[k * r + i], depths) for i in range(r)]
+    stacked, m = fl.run_replicas(stacked, cohorts, spec, SCHEMES, batch=batch)
+    for i, scheme in enumerate(SCHEMES):
+      separate[i], mi = fl.run_round(separate[i], cohorts[i],
+                                     dataclasses.replace(spec, weighting=scheme))
+      np.testing.assert_allclose(m["loss"][i], mi["loss"], rtol=1e-5, atol=1e-6)
+      np.testing.assert_array_equal(m["weight"][i], mi["weight"])  # small ints: exact
+      np.testing.assert_array_equal(m["num_steps"][i], mi["num_steps"])
+      np.testing.assert_array_equal(m["client_id"][i], mi["client_id"])
+  for i in range(r):
+    got = fl.unstack_state(stacked, i)
+    assert_trees_close(got.params, separate[i].params)
+    np.testing.assert_array_equal(jax.random.key_data(got.rng),
+                                  jax.random.key_data(separate[i].rng))
+  # the schemes did move the replicas apart (a check that could fail)
+  a, b = (fl.unstack_state(stacked, i).params for i in (0, 1))
+  assert max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))) > 1e-4
+
+
+def test_replicas_with_their_own_datasets(setup):  # noqa: F811
+  """Replicas of other seeds: each its own partition (a dataset of the same shape)."""
+  _, spec, state, _, depths = setup
+  datasets = [fl.place_dataset(tiny_dataset(12, seed=s), spec) for s in (3, 4)]
+  states = [state, state._replace(rng=jax.random.key(7))]
+  cohorts = [fl.cohort_from_dataset(datasets[i], [0, 1, 2, 3, 5, 7], depths) for i in range(2)]
+  stacked, m = fl.run_replicas(fl.stack_states(states), cohorts, spec, ("paper", "paper"))
+  for i in range(2):
+    ref, mi = fl.run_round(states[i], cohorts[i], spec)
+    assert_trees_close(fl.unstack_state(stacked, i).params, ref.params)
+    np.testing.assert_allclose(m["mean_loss"][i], mi["mean_loss"], rtol=1e-5)
+
+
+def test_replicas_refuse_mismatched_inputs(setup):  # noqa: F811
+  _, spec, state, dataset, depths = setup
+  resident = fl.place_dataset(dataset, spec)
+  two = fl.stack_states([state, state])
+  c6 = fl.cohort_from_dataset(resident, range(6), depths)
+  c8 = fl.cohort_from_dataset(resident, range(8), depths)
+  with pytest.raises(ValueError, match="same size"):
+    fl.run_replicas(two, [c6, c8], spec, ("paper", "paper"))
+  with pytest.raises(ValueError, match="one of each per replica"):
+    fl.run_replicas(two, [c6], spec, ("paper",))
+  with pytest.raises(ValueError, match="homogeneous"):
+    fl.run_replicas(two, [c6, c6], spec, ("paper", "homogeneous"))
+  assert replicas.default_batch(8, "cpu") == 1 and replicas.default_batch(8, "gpu") == 8
