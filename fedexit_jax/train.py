@@ -56,112 +56,149 @@ def _step_costs(spec: fl.RoundSpec, params: Any, clients: fl.ClientData, depths,
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                        resume: bool = False) -> dict[str, Any]:
   """Runs (or resumes) a federated run in `workdir`; returns the last evaluation and the costs."""
-  encoder = config_utils.validate_config(config)
-  pipeline.preflight(config)
-  runtime.use_distributed(config.distributed)  # multi-process: join the others, first thing
-  cpu_devices = runtime.use_cpu_devices(config.cpu_devices)  # before JAX runs anything
-  runtime.use_compilation_cache(config.compilation_cache)  # and before it compiles
-  primary = runtime.is_primary()  # writes the files; every process trains and checkpoints
-  workdir = Path(workdir)
-  start = checkpoint.check_workdir(workdir, config, resume, write_config=primary)
-  runtime.barrier("workdir checked")  # damaged rounds set aside before anyone restores
-  t0 = time.time()
-  rng_model, rng_server = jax.random.split(jax.random.key(config.seed))
-  task = pipeline.task_of(config)
-  corpus = runtime.primary_first("corpus", lambda: pipeline.load_corpus(config))
-  encoder, model_params, head_params = pipeline.init_model(config, encoder, rng_model, corpus)
-  params, frozen = models.split_params(model_params, head_params,
-                                   train_feature_encoder=not config.model.freeze_feature_encoder)
-  data = runtime.primary_first(
-      "features", lambda: pipeline.federated_data(config, encoder, frozen, corpus))
-  num_clients = int(data.clients.labels.shape[0])
-  if config.clients_per_round > num_clients:
-    raise ValueError(f"clients_per_round={config.clients_per_round} but the partition has only "
-                     f"{num_clients} clients")
-  depths, tier_of = pipeline.client_depths(config, encoder, num_clients)
-  exits = tuple(config.model.exits)
-  spec = pipeline.round_spec(config, encoder, tuple(sorted(set(depths.tolist()))))
-  trained_exits = trees.trained_exits(exits, depths, spec.client.deepest_only)
-  if trained_exits != exits:
-    log.warning("no client trains exit(s) %s (client depths %s, loss %r), so they are not "
-                "evaluated", tuple(e for e in exits if e not in trained_exits),
-                sorted(set(depths.tolist())), config.loss)
-  state = fl.init_server_state(params, spec.server_optimizer, rng_server)
-  costs = _step_costs(spec, state.params, data.clients, depths, config.weighting)
-  flops = {d: c["flops"] for d, c in costs.items()}
-  speeds = np.array([config.tiers[t]["speed"] if t >= 0 else 1.0 for t in tier_of])
+  run = Simulation(config, workdir, resume)
+  resident = fl.place_dataset(run.data.clients, run.spec)  # on the devices once: rounds gather by id
+  for r in run.rounds_bar():
+    cohort = run.cohort(resident, r)
+    run.state, m = _run_round(run.state, cohort, run.spec, r, run.workdir)
+    run.after_round(r, m, cohort)
+  return run.finish()
 
-  done = 0
-  if start is not None:
-    restored = checkpoint.restore_latest(workdir, state)
-    if restored is not None:
-      state, done = restored
-      log.info("resumed %s at round %d", workdir, done)
-  writer = (metrics.MetricsWriter(workdir, resume_round=done if start is not None else None)
-            if primary else None)
-  if primary:
-    _write_run_info(workdir, data.summary, depths, corpus.root, encoder, cpu_devices,
-                    skipped_files=corpus.train.num_skipped)
 
-  resident = fl.place_dataset(data.clients, spec)  # on the devices once: rounds gather by id
-  ev, row, all_excluded = None, {}, 0
-  bar = tqdm.trange(done, config.rounds, initial=done, total=config.rounds, desc="rounds",
-                    disable=not (config.progress_bar and primary), dynamic_ncols=True)
-  for r in bar:
-    ids = fl.sample_clients(config.seed, r, num_clients, clients_per_round=config.clients_per_round)
-    cohort = fl.cohort_from_dataset(resident, ids, depths)
-    state, m = _run_round(state, cohort, spec, r, workdir)
+class Simulation:
+  """One simulation's everything but the round itself: set-up (config and workdir checks,
+  corpus, clients and depths, model, server state restored from the newest checkpoint) and,
+  after each round, its metrics row, evaluation, checkpoint and finally the report. A round is
+  run by train_and_evaluate (one simulation) or replica_train (several in one program)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path, resume: bool):
+    encoder = config_utils.validate_config(config)
+    pipeline.preflight(config)
+    runtime.use_distributed(config.distributed)  # multi-process: join the others, first thing
+    cpu_devices = runtime.use_cpu_devices(config.cpu_devices)  # before JAX runs anything
+    runtime.use_compilation_cache(config.compilation_cache)  # and before it compiles
+    self.primary = runtime.is_primary()  # writes the files; every process trains, checkpoints
+    self.config, self.workdir = config, Path(workdir)
+    start = checkpoint.check_workdir(self.workdir, config, resume, write_config=self.primary)
+    runtime.barrier("workdir checked")  # damaged rounds set aside before anyone restores
+    self.t0 = time.time()
+    rng_model, rng_server = jax.random.split(jax.random.key(config.seed))
+    self.task = pipeline.task_of(config)
+    corpus = runtime.primary_first("corpus", lambda: pipeline.load_corpus(config))
+    encoder, model_params, head_params = pipeline.init_model(config, encoder, rng_model, corpus)
+    params, frozen = models.split_params(
+        model_params, head_params, train_feature_encoder=not config.model.freeze_feature_encoder)
+    data = runtime.primary_first(
+        "features", lambda: pipeline.federated_data(config, encoder, frozen, corpus))
+    self.num_clients = int(data.clients.labels.shape[0])
+    if config.clients_per_round > self.num_clients:
+      raise ValueError(f"clients_per_round={config.clients_per_round} but the partition has "
+                       f"only {self.num_clients} clients")
+    depths, tier_of = pipeline.client_depths(config, encoder, self.num_clients)
+    exits = tuple(config.model.exits)
+    self.spec = pipeline.round_spec(config, encoder, tuple(sorted(set(depths.tolist()))))
+    self.trained_exits = trees.trained_exits(exits, depths, self.spec.client.deepest_only)
+    if self.trained_exits != exits:
+      log.warning("no client trains exit(s) %s (client depths %s, loss %r), so they are not "
+                  "evaluated", tuple(e for e in exits if e not in self.trained_exits),
+                  sorted(set(depths.tolist())), config.loss)
+    state = fl.init_server_state(params, self.spec.server_optimizer, rng_server)
+    self.costs = _step_costs(self.spec, state.params, data.clients, depths, config.weighting)
+    self.flops = {d: c["flops"] for d, c in self.costs.items()}
+    self.speeds = np.array([config.tiers[t]["speed"] if t >= 0 else 1.0 for t in tier_of])
+    self.encoder, self.frozen, self.corpus, self.data, self.depths = (encoder, frozen, corpus,
+                                                                      data, depths)
+    self.done = 0
+    if start is not None:
+      restored = checkpoint.restore_latest(self.workdir, state)
+      if restored is not None:
+        state, self.done = restored
+        log.info("resumed %s at round %d", self.workdir, self.done)
+    self.state = state
+    self.writer = (metrics.MetricsWriter(self.workdir,
+                                         resume_round=self.done if start is not None else None)
+                   if self.primary else None)
+    if self.primary:
+      _write_run_info(self.workdir, data.summary, depths, corpus.root, encoder, cpu_devices,
+                      skipped_files=corpus.train.num_skipped)
+    self.ev, self.scores, self.all_excluded, self.bar = None, {}, 0, None
+
+  def rounds_bar(self):
+    """The rounds still to run, with a progress bar (process 0, config.progress_bar)."""
+    c = self.config
+    self.bar = tqdm.trange(self.done, c.rounds, initial=self.done, total=c.rounds, desc="rounds",
+                           disable=not (c.progress_bar and self.primary), dynamic_ncols=True)
+    return self.bar
+
+  def cohort(self, resident: fl.ResidentDataset, r: int) -> fl.Cohort:
+    """Round r's sampled clients (deterministic in the seed and the round)."""
+    ids = fl.sample_clients(self.config.seed, r, self.num_clients,
+                            clients_per_round=self.config.clients_per_round)
+    return fl.cohort_from_dataset(resident, ids, self.depths)
+
+  def after_round(self, r: int, m: dict, cohort: fl.Cohort) -> None:
+    """Round r's row (metrics.jsonl), the divergence checks, evaluation and checkpoint."""
+    config, workdir, k = self.config, self.workdir, len(cohort.depths)
     steps = np.asarray(m["num_steps"])
     row = {"round": r + 1,
            # None (JSON null) when every client was excluded: nothing was measured
-           "train_loss": (float(m["mean_loss"]) if int(m["num_nonfinite"]) < len(ids)
-                          else None),
+           "train_loss": float(m["mean_loss"]) if int(m["num_nonfinite"]) < k else None,
            "num_nonfinite": int(m["num_nonfinite"]),
            "examples": int(m["total_examples"]),
            "local_steps": int(steps.sum()),  # real local steps of the round's clients
            "update_norm": float(m["update_norm"]),
            "sim_seconds": accounting.round_time(cohort.depths.tolist(), steps.tolist(),
-                                                speeds[ids].tolist(), flops,
-                                                config.accounting.flops_per_second),
+                                                self.speeds[cohort.client_ids].tolist(),
+                                                self.flops, config.accounting.flops_per_second),
            "clients_per_depth": {str(d): int(np.sum(cohort.depths == d))
-                                 for d in spec.depth_levels}}
+                                 for d in self.spec.depth_levels}}
     if row["num_nonfinite"]:
       bad = np.asarray(m["client_id"])[~np.asarray(m["finite"])]
       log.warning("round %d: %d client update(s) were not finite and were left out of the "
                   "aggregate (clients %s)", r + 1, row["num_nonfinite"], bad.tolist())
-    all_excluded = all_excluded + 1 if row["train_loss"] is None else 0
-    if all_excluded >= config.stop_after_excluded_rounds:
-      if writer:
-        writer.write(r + 1, row)
+    self.all_excluded = self.all_excluded + 1 if row["train_loss"] is None else 0
+    if self.all_excluded >= config.stop_after_excluded_rounds:
+      if self.writer:
+        self.writer.write(r + 1, row)
       raise DivergedError(_diverged(workdir, f"round {r + 1}: every client's update was "
-                                    f"non-finite in the last {all_excluded} rounds"))
+                                    f"non-finite in the last {self.all_excluded} rounds"))
     last = r + 1 == config.rounds
     if (r + 1) % config.eval_every == 0 or last:
-      ev, scores = evaluate_exits(config, task, encoder, runtime.local_copy(state.params),
-                                  frozen, data, corpus, spec, trained_exits)
-      if not np.all(np.isfinite(ev["loss"])):
+      self.evaluate()
+      if not np.all(np.isfinite(self.ev["loss"])):
         raise DivergedError(_diverged(workdir, f"round {r + 1}: the global model's test loss "
-                                      f"is not finite ({ev['loss'].tolist()})"))
-      for name, vals in scores.items():
-        row[name] = {str(e): float(x) for e, x in zip(trained_exits, vals)}
-      row["test_loss"] = {str(e): float(x) for e, x in zip(trained_exits, ev["loss"])}
-      bar.set_postfix(loss=f"{np.nan if row['train_loss'] is None else row['train_loss']:.3f}",
-                      **{task.primary[:3]: " ".join(f"{e}:{x:.3f}"
-                                                   for e, x in row[task.primary].items())})
-    if writer:
-      writer.write(r + 1, row)
+                                      f"is not finite ({self.ev['loss'].tolist()})"))
+      for name, vals in self.scores.items():
+        row[name] = {str(e): float(x) for e, x in zip(self.trained_exits, vals)}
+      row["test_loss"] = {str(e): float(x) for e, x in zip(self.trained_exits, self.ev["loss"])}
+      if self.bar is not None:
+        primary = self.task.primary
+        self.bar.set_postfix(
+            loss=f"{np.nan if row['train_loss'] is None else row['train_loss']:.3f}",
+            **{primary[:3]: " ".join(f"{e}:{x:.3f}" for e, x in row[primary].items())})
+    if self.writer:
+      self.writer.write(r + 1, row)
     if (r + 1) % config.checkpoint_every == 0 or last:
-      checkpoint.save(workdir, r + 1, state, config=config, max_to_keep=config.max_checkpoints)
-  bar.close()
-  if ev is None:  # resumed a finished run: evaluate the restored model for the report
-    ev, scores = evaluate_exits(config, task, encoder, runtime.local_copy(state.params), frozen,
-                                data, corpus, spec, trained_exits)
-  if not primary:
-    return {name: {str(e): float(x) for e, x in zip(trained_exits, vals)}
-            for name, vals in scores.items()}
-  writer.close()
-  return _report(config, task, corpus, workdir, ev, scores, trained_exits, costs,
-                 time.time() - t0)
+      checkpoint.save(workdir, r + 1, self.state, config=config,
+                      max_to_keep=config.max_checkpoints)
+
+  def evaluate(self) -> None:
+    self.ev, self.scores = evaluate_exits(
+        self.config, self.task, self.encoder, runtime.local_copy(self.state.params), self.frozen,
+        self.data, self.corpus, self.spec, self.trained_exits)
+
+  def finish(self) -> dict[str, Any]:
+    """The last evaluation's metrics; process 0 also writes summary.md and the plots."""
+    if self.bar is not None:
+      self.bar.close()
+    if self.ev is None:  # resumed a finished run: evaluate the restored model for the report
+      self.evaluate()
+    if not self.primary:
+      return {name: {str(e): float(x) for e, x in zip(self.trained_exits, vals)}
+              for name, vals in self.scores.items()}
+    self.writer.close()
+    return _report(self.config, self.task, self.corpus, self.workdir, self.ev, self.scores,
+                   self.trained_exits, self.costs, time.time() - self.t0)
 
 
 def evaluate_exits(config, task, encoder, params, frozen, data: pipeline.FederatedData, corpus,
