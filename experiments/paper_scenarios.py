@@ -2,7 +2,7 @@
 
   python experiments/paper_scenarios.py --workdir runs/ablation --seeds 0-4
       [--config configs/default.py (or configs/sid.py, er.py, asr.py, kws35.py: any task)]
-      [--only paper,fedavg_naive] [--deep-shares 10,30,70,90]
+      [--only paper,fedavg_naive] [--deep-shares 10,30,70,90] [--replicas]
       [--config.rounds=40 ...] [--out experiments/results/x.md]
 
 Scenarios (paper-notes.md), each run once per seed in WORKDIR/seed<s>/<scenario>:
@@ -23,6 +23,11 @@ A seed (config `seed`) moves the partition, the tiers' assignment, the sampled c
 shuffles and the init together; every scenario of one seed shares them, so scheme differences are
 paired by seed. The corpus and its held-out test speakers are fixed (data.seed). Finished runs are
 reused (resumed at their last round), so an interrupted sweep continues where it stopped.
+
+--replicas: the runs that can share one compiled round program (the same scenario up to seed and
+scheme: the schemes at one tier mix, over every seed whose partition pads alike) train together
+(fedexit_jax.replica_train); each still writes its own WORKDIR/seed<s>/<scenario>, identical to
+a separate run's to float tolerance. The centralized bound runs alone, after its seed's paper run.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedexit_jax import config_utils, metrics, stats, tasks, train
+from fedexit_jax import config_utils, metrics, replica_train, stats, tasks, train
 
 SCHEME_LABELS = {"fedavg_naive": "hetero FedAvg (whole model)", "paper": "layer-wise, Eq. 1",
                  "samples": "samples (ReeFL)", "uniform": "uniform (DepthFL)", "depth": "depth"}
@@ -97,18 +102,45 @@ def _configure(base, overrides: dict):
   return config
 
 
+def _finished(config, workdir: Path) -> bool:
+  return (workdir / "metrics.jsonl").exists() and any(
+      r.get("round") == config.rounds for r in metrics.read_metrics(workdir))
+
+
 def run_scenario(base, name: str, overrides: dict, workdir: Path) -> dict:
   config = _configure(base, overrides)
-  done = (workdir / "metrics.jsonl").exists() and any(
-      r.get("round") == config.rounds for r in metrics.read_metrics(workdir))
+  done = _finished(config, workdir)
   t0 = time.time()
   result = train.train_and_evaluate(config, workdir, resume=True)
+  return _result(config, name, result, workdir, time.time() - t0, done)
+
+
+def run_replica_groups(base, todo: dict, seeds: list[int], root: Path) -> None:
+  """Trains every unfinished run of `todo` x `seeds` (but centralized) in replica groups: the
+  runs of one scenario up to seed and scheme share a program (replica_train)."""
+  groups: dict[str, list[tuple[str, int]]] = {}
+  for name, ov in todo.items():
+    if name == "centralized":
+      continue
+    key = json.dumps({k: v for k, v in ov.items() if k != "weighting"}, sort_keys=True)
+    for seed in seeds:
+      if not _finished(_configure(base, dict(ov, seed=seed)), root / f"seed{seed}" / name):
+        groups.setdefault(key, []).append((name, seed))
+  for runs in groups.values():
+    print("== replicas: " + ", ".join(f"seed {s} {n}" for n, s in runs), flush=True)
+    t0 = time.time()
+    replica_train.train_replicas([_configure(base, dict(todo[n], seed=s)) for n, s in runs],
+                                 [root / f"seed{s}" / n for n, s in runs], progress=False)
+    print(f"   {len(runs)} runs in {time.time() - t0:.0f} s", flush=True)
+
+
+def _result(config, name: str, result: dict, workdir: Path, wall: float, reused: bool) -> dict:
   rows = metrics.read_metrics(workdir)
   result.update(error=result[compared_metric(config)], name=name, weighting=config.weighting,
                 depths="/".join(str(t["max_depth"]) for t in config.tiers),
                 sim_seconds=float(sum(r.get("sim_seconds", 0.0) for r in rows)),
                 local_steps=int(sum(r.get("local_steps", 0) for r in rows)),
-                rows=rows, wall=time.time() - t0, reused=done)
+                rows=rows, wall=wall, reused=reused)
   return result
 
 
@@ -253,6 +285,8 @@ def main(argv=None) -> int:
   p.add_argument("--only", default=None, help="comma-separated scenario names")
   p.add_argument("--deep-shares", default="", help="deep-tier shares in %% for the paper vs "
                  "hetero FedAvg sweep, e.g. 10,30,70,90 (50 is the base scenario)")
+  p.add_argument("--replicas", action="store_true", help="train the runs that can share a "
+                 "compiled round program (same scenario up to seed and scheme) together")
   p.add_argument("--report-only", action="store_true", help="write the tables from the runs "
                  "already finished in WORKDIR (seeds missing a scenario are left out); trains "
                  "nothing")
@@ -280,6 +314,8 @@ def main(argv=None) -> int:
     todo = {k: todo[k] for k in todo if k in names}
   root = Path(args.workdir)
   results: dict[str, dict[int, dict]] = {name: {} for name in todo}
+  if args.replicas and not args.report_only:
+    run_replica_groups(base, todo, seeds, root)  # then the loop below reuses the finished runs
   for seed in seeds:
     for name, ov in todo.items():
       ov = dict(ov, seed=seed)

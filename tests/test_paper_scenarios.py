@@ -74,3 +74,28 @@ def test_runner_two_seeds_paired_table_and_reuse(tmp_path, tmp_path_factory, cap
   for name, per_seed in data["results"].items():
     for s, r in per_seed.items():
       assert again["results"][name][s]["error"] == r["error"]
+
+
+def test_runner_replicas_match_separate_runs(tmp_path, tmp_path_factory, capsys):
+  """--replicas trains paper and uniform of both seeds in shared programs; the table's numbers
+  are those of separate runs (float tolerance), and a rerun reuses every run."""
+  os.environ["FEDEXIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+  tiny = [f"--config.{o}" for o in TINY if not o.startswith(("rounds=", "eval_every="))]
+  common = ["--seeds", "0-1", "--only", "paper,uniform", "--config.rounds=2",
+            "--config.eval_every=2"] + tiny
+  sep = ["--workdir", str(tmp_path / "s"), "--out", str(tmp_path / "s.md")] + common
+  rep = ["--workdir", str(tmp_path / "r"), "--out", str(tmp_path / "r.md"), "--replicas"] + common
+  assert ps.main(sep) == 0
+  capsys.readouterr()
+  assert ps.main(rep) == 0
+  out = capsys.readouterr().out
+  groups = [line for line in out.splitlines() if line.startswith("== replicas: ")]
+  assert any("seed 0 paper" in g and "seed 0 uniform" in g for g in groups), groups
+  assert out.count("reused") == 4  # the loop after the replica groups only reads them
+  a = json.loads((tmp_path / "s.json").read_text())["results"]
+  b = json.loads((tmp_path / "r.json").read_text())["results"]
+  for name in ("paper", "uniform"):
+    for s in ("0", "1"):
+      assert b[name][s]["local_steps"] == a[name][s]["local_steps"]
+      for e, v in a[name][s]["error"].items():
+        assert b[name][s]["error"][e] == pytest.approx(v, abs=1e-6), (name, s, e)
