@@ -88,3 +88,57 @@ def test_replicas_refuse_mismatched_inputs(setup):  # noqa: F811
   with pytest.raises(ValueError, match="homogeneous"):
     fl.run_replicas(two, [c6, c6], spec, ("paper", "homogeneous"))
   assert replicas.default_batch(8, "cpu") == 1 and replicas.default_batch(8, "gpu") == 8
+
+
+SPREAD = r"""
+import dataclasses, sys
+import jax, numpy as np, optax
+from fedexit_jax import federated as fl, models
+from fedexit_jax.models import heads, wav2vec2
+from fedexit_jax.speech_model import SpeechExitModel
+from test_federated_round import EXITS, CLASSES, tiny_config, tiny_dataset
+assert jax.device_count() == 2
+cfg = tiny_config()
+params, _ = models.split_params(wav2vec2.init_params(cfg, jax.random.key(0)),
+                                heads.init_exit_heads(jax.random.key(1), 32, CLASSES, len(EXITS)))
+client = fl.ClientSpec(SpeechExitModel(cfg, EXITS), optax.sgd(0.1), loss="last", local_epochs=2,
+                       batch_size=4)
+spec = fl.RoundSpec(client, depth_levels=(2, 4))
+state = fl.init_server_state(params, spec.server_optimizer, jax.random.key(2))
+depths = np.array([2, 4] * 6)
+schemes = ("paper", "fedavg_naive", "uniform")  # 3 replicas on 2 devices: one padding replica
+for shared in (True, False):
+  data = [fl.place_dataset(tiny_dataset(12, seed=s if not shared else 0), spec) for s in range(3)]
+  states = [state._replace(rng=jax.random.key(5 + i)) for i in range(3)]
+  cohorts = [fl.cohort_from_dataset(data[i], [[0, 1, 2, 3, 4, 6], [1, 2, 5, 7, 8, 9]][i % 2],
+                                    depths) for i in range(3)]
+  if shared:
+    cohorts = [fl.cohort_from_dataset(data[0], c.client_ids, depths) for c in cohorts]
+  stacked, m = fl.run_replicas(fl.stack_states(states), cohorts, spec, schemes)
+  for i, w in enumerate(schemes):
+    ref, mr = fl.run_round(states[i], cohorts[i], dataclasses.replace(spec, weighting=w))
+    for a, b in zip(jax.tree.leaves(fl.unstack_state(stacked, i).params), jax.tree.leaves(ref.params)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-6, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(m["loss"][i]), np.asarray(mr["loss"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(m["weight"][i]), np.asarray(mr["weight"]))
+  assert np.asarray(m["loss"]).shape[0] == 3
+print("SPREAD_OK")
+"""
+
+
+def test_replicas_spread_over_two_devices_equal_separate_rounds():
+  """On 2 devices the replicas are split over the devices (3 replicas: one padding copy whose
+  result is dropped), with one shared dataset and with each replica's own; every replica equals
+  its own run_round on the same 2-device mesh. A fresh process: the device count is fixed at
+  JAX start-up."""
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+  here = os.path.dirname(os.path.abspath(__file__))
+  env["PYTHONPATH"] = os.pathsep.join(
+      [p for p in (env.get("PYTHONPATH"), here, os.path.dirname(here)) if p])
+  r = subprocess.run([sys.executable, "-c", SPREAD], env=env, capture_output=True, text=True,
+                     timeout=900)
+  assert "SPREAD_OK" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]

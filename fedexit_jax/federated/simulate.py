@@ -185,10 +185,11 @@ def _mesh(spec: RoundSpec) -> Mesh:
   return spec.mesh if spec.mesh is not None else Mesh(np.array(jax.devices()), (AXIS,))
 
 
-def effective_chunk_size(spec: RoundSpec, cohort_size: int) -> int:
+def effective_chunk_size(spec: RoundSpec, cohort_size: int, one_device: bool = False) -> int:
   """The chunk actually used: a multiple of the device count, and no larger than the cohort
-  (rounded up to the devices) so that a large chunk does not train padding clients."""
-  n_dev = _mesh(spec).size
+  (rounded up to the devices) so that a large chunk does not train padding clients. one_device:
+  for a round that runs on one device (a replica of replicas.run_replicas)."""
+  n_dev = 1 if one_device else _mesh(spec).size
   c = spec.chunk_size if spec.chunk_size is not None else default_chunk_size() * n_dev
   return math.ceil(min(c, cohort_size) / n_dev) * n_dev
 
@@ -257,7 +258,7 @@ _METRICS = ("loss", "finite", "weight", "num_examples", "num_steps")
 
 
 def _chunk_step(spec: RoundSpec, depth: int, params: PyTree, round_key: jax.Array, chunks,
-                dataset: ClientData | None, scheme: jax.Array | None, j, carry):
+                dataset: ClientData | None, scheme: jax.Array | None, constrain: bool, j, carry):
   """Trains chunk j (all clients of depth `depth`) and adds it to the accumulator. With a
   resident `dataset`, chunks hold the clients' rows in it and the chunk is gathered here. The
   weighting is spec.weighting, or the aggregate.scheme_vector `scheme` (replicas)."""
@@ -267,8 +268,9 @@ def _chunk_step(spec: RoundSpec, depth: int, params: PyTree, round_key: jax.Arra
     rows = data
     data = ClientData(*(a[rows] for a in dataset))
     data = data._replace(example_mask=data.example_mask & valid[:, None])
-  shard = NamedSharding(_mesh(spec), P(AXIS))
-  data, ids, valid = jax.lax.with_sharding_constraint((data, ids, valid), shard)
+  if constrain:  # the chunk's clients over the mesh (not inside a per-device shard_map)
+    shard = NamedSharding(_mesh(spec), P(AXIS))
+    data, ids, valid = jax.lax.with_sharding_constraint((data, ids, valid), shard)
   sliced = spec.client.slice_params(params, depth)
   keys = jax.vmap(lambda i: jax.random.fold_in(round_key, i))(ids)
   delta, m = train_chunk(spec.client, depth, sliced, data, keys)
@@ -317,13 +319,13 @@ def _finish(spec: RoundSpec, state: server.ServerState, rng: jax.Array, acc, buf
   return new_state, metrics
 
 
-def _round(spec: RoundSpec, state, chunks, bounds, slots, dataset, scheme=None):
+def _round(spec: RoundSpec, state, chunks, bounds, slots, dataset, scheme=None, constrain=True):
   rng, round_key = jax.random.split(state.rng)
   acc, bufs = _start(spec.client.model, state.params, *chunks[2].shape)
   carry = (acc, bufs)
   for li, d in enumerate(spec.depth_levels):
     body = functools.partial(_chunk_step, spec, d, state.params, round_key, chunks, dataset,
-                             scheme)
+                             scheme, constrain)
     carry = jax.lax.fori_loop(bounds[li, 0], bounds[li, 1], body, carry)
   return _finish(spec, state, rng, *carry, slots)
 
@@ -352,14 +354,15 @@ def prepare(cohort: Cohort, spec: RoundSpec):
   return (chunks, *small, dataset)
 
 
-def host_layout(cohort: Cohort, spec: RoundSpec, weighting: str | None = None):
+def host_layout(cohort: Cohort, spec: RoundSpec, weighting: str | None = None,
+                one_device: bool = False):
   """prepare's arguments as host arrays (the dataset, if resident, as it is)."""
   weighting = spec.weighting if weighting is None else weighting
   if weighting == "homogeneous" and len(set(np.asarray(cohort.depths).tolist())) > 1:
     raise ValueError("weighting 'homogeneous' needs every client at one depth, got depths "
                      f"{sorted(set(np.asarray(cohort.depths).tolist()))}")
   k = len(cohort.depths)
-  chunk = effective_chunk_size(spec, k)
+  chunk = effective_chunk_size(spec, k, one_device)
   resident = isinstance(cohort.data, ResidentDataset)
   if resident:
     sizes = cohort.data.num_examples[np.asarray(cohort.client_ids)]
