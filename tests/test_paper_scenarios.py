@@ -92,6 +92,16 @@ def test_runner_replicas_match_separate_runs(tmp_path, tmp_path_factory, capsys)
   groups = [line for line in out.splitlines() if line.startswith("== replicas: ")]
   assert any("seed 0 paper" in g and "seed 0 uniform" in g for g in groups), groups
   assert out.count("reused") == 4  # the loop after the replica groups only reads them
+  # a finished run kept without its checkpoints (results committed to a repository) is read
+  # from its metrics.jsonl, never retrained
+  import shutil
+  kept = tmp_path / "r" / "seed0" / "paper"
+  before = (kept / "metrics.jsonl").read_text()
+  shutil.rmtree(kept / "checkpoints")
+  capsys.readouterr()
+  assert ps.main(rep) == 0
+  assert "== replicas" not in capsys.readouterr().out
+  assert (kept / "metrics.jsonl").read_text() == before
   a = json.loads((tmp_path / "s.json").read_text())["results"]
   b = json.loads((tmp_path / "r.json").read_text())["results"]
   for name in ("paper", "uniform"):
