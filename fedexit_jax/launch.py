@@ -48,10 +48,12 @@ def local_commands(num_processes: int, run_args: Sequence[str], port: int) -> li
 
 def supervise(commands: Sequence[Sequence[str]], poll_seconds: float = 0.2,
               grace_seconds: float = 10.0, env: dict[str, str] | None = None) -> int:
-  """Runs the commands at once; returns 0 when all succeed. When one fails (or on Ctrl-C) the
-  others get SIGTERM, then SIGKILL after `grace_seconds`, and LaunchError names the first that
+  """Runs the commands at once; returns 0 when all succeed. When one fails (or on Ctrl-C or
+  SIGTERM to the launcher) the others get SIGTERM, then SIGKILL after `grace_seconds`, and LaunchError names the first that
   failed."""
   procs = [subprocess.Popen(list(c), env=env) for c in commands]
+  stop = lambda *_: (_ for _ in ()).throw(KeyboardInterrupt())  # SIGTERM: as Ctrl-C
+  previous = signal.signal(signal.SIGTERM, stop)
   try:
     while True:
       codes = [p.poll() for p in procs]
@@ -69,6 +71,8 @@ def supervise(commands: Sequence[Sequence[str]], poll_seconds: float = 0.2,
   except KeyboardInterrupt:
     _stop(procs, grace_seconds)
     raise
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 def _stop(procs, grace_seconds: float) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fedexit_jax import config_utils, launch, runtime
+from fedexit_jax import checkpoint, config_utils, launch, runtime
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "smoke.py")
 
@@ -72,22 +72,23 @@ def test_two_processes_write_what_one_process_with_two_devices_writes(tmp_path):
   _assert_rows_close(rows, _rows(sp))
 
 
-def test_a_process_killed_mid_run_stops_the_launch(tmp_path):
+def test_a_process_killed_mid_run_stops_the_launch_and_the_resumed_run_matches(tmp_path):
   """Process 1 is SIGKILLed during the rounds: the launcher stops process 0 and fails naming
-  process 1 (not a hang)."""
+  process 1 (not a hang); `--resume` then finishes the run, and its metrics.jsonl equals an
+  uninterrupted one-process run's (float tolerance)."""
   workdir = tmp_path / "w"
-  cmd = [sys.executable, "-m", "fedexit_jax.cli", "launch", "--local", "2", "--", "run",
-         "--config", SMOKE, "--workdir", str(workdir), "--config.rounds=100000",
-         "--config.eval_every=100000", "--config.checkpoint_every=100000",
-         "--config.cpu_devices=1"]
+  run = ["run", "--config", SMOKE, "--config.rounds=30", "--config.eval_every=10",
+         "--config.checkpoint_every=1"]
+  cmd = [sys.executable, "-m", "fedexit_jax.cli", "launch", "--local", "2", "--", *run,
+         "--workdir", str(workdir), "--config.cpu_devices=1"]
   proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
   try:
     deadline = time.time() + 300
-    while not (workdir / "metrics.jsonl").exists():  # the rounds have started
+    while len(checkpoint.all_steps(workdir)) < 2:  # two rounds saved, the run goes on
       assert proc.poll() is None, proc.communicate()[1][-3000:]
       assert time.time() < deadline, "the run did not start"
-      time.sleep(0.5)
+      time.sleep(0.2)
     pids = subprocess.run(["pgrep", "-f", f"{workdir} .*process_id=1"], capture_output=True,
                           text=True).stdout.split()
     assert len(pids) == 1, pids
@@ -99,6 +100,17 @@ def test_a_process_killed_mid_run_stops_the_launch(tmp_path):
   assert proc.returncode == 2
   assert "process 1 of 2 killed by signal SIGKILL; stopped the other processes" in err
   assert not subprocess.run(["pgrep", "-f", f"{workdir} "], capture_output=True).stdout
+  stopped_at = checkpoint.latest_step(workdir)
+  assert stopped_at is not None and stopped_at < 30
+  out = _fedexit("launch", "--local", "2", "--", *run, "--workdir", str(workdir),
+                 "--config.cpu_devices=1", "--resume")
+  assert out.returncode == 0, out.stderr[-3000:]
+  ref = tmp_path / "ref"
+  out = _fedexit(*run, "--workdir", str(ref), "--config.cpu_devices=2")
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = _rows(workdir)
+  assert [r["round"] for r in rows] == list(range(1, 31))
+  _assert_rows_close(rows, _rows(ref))
 
 
 def test_without_the_launcher_a_dead_peer_ends_the_run_with_an_error(tmp_path):
@@ -139,6 +151,24 @@ def test_supervise_stops_the_others_when_one_fails():
     launch.supervise([sleeper, failing])
   assert time.time() - t0 < 60  # the sleeper was stopped, not waited for
   assert launch.supervise([[sys.executable, "-c", "pass"]] * 2) == 0
+
+
+def test_sigterm_to_the_launcher_stops_its_processes(tmp_path):
+  marker = f"sleep_{tmp_path.name}"
+  code = ("import sys; from fedexit_jax import launch; "  # the marker only in the children
+          f"launch.supervise([[sys.executable, '-c', 'import time; time.sleep(120)', "
+          f"'sl' + '{marker[2:]}']] * 2)")
+  proc = subprocess.Popen([sys.executable, "-c", code], env=_env(), stderr=subprocess.PIPE,
+                          text=True)
+  deadline = time.time() + 60
+  while len(subprocess.run(["pgrep", "-f", marker], capture_output=True,
+                           text=True).stdout.split()) < 2:
+    assert time.time() < deadline and proc.poll() is None
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGTERM)
+  proc.wait(timeout=60)
+  assert proc.returncode != 0
+  assert not subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout
 
 
 def test_local_commands():
