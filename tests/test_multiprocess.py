@@ -122,7 +122,7 @@ def test_without_the_launcher_a_dead_peer_ends_the_run_with_an_error(tmp_path):
           str(workdir), "--config.rounds=100000", "--config.eval_every=100000",
           "--config.checkpoint_every=100000", "--config.cpu_devices=1",
           f"--config.distributed.coordinator=127.0.0.1:{launch.free_port()}",
-          "--config.distributed.num_processes=2", "--config.distributed.heartbeat_timeout=5"]
+          "--config.distributed.num_processes=2", "--config.distributed.heartbeat_timeout=30"]
   procs = [subprocess.Popen(base + [f"--config.distributed.process_id={i}"], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for i in range(2)]
@@ -140,7 +140,10 @@ def test_without_the_launcher_a_dead_peer_ends_the_run_with_an_error(tmp_path):
       if p.poll() is None:
         p.kill()
   assert procs[0].returncode != 0
-  assert "lost another process of the run" in err and "--resume" in err
+  # ours, from the failed collective; or JAX's own, when its coordination service notices the
+  # dead peer first (the process is then aborted before Python sees an error)
+  assert ("lost another process of the run" in err and "--resume" in err) or (
+      "detected fatal errors" in err and "another task died" in err), err[-3000:]
 
 
 def test_supervise_stops_the_others_when_one_fails():
