@@ -157,6 +157,7 @@ def run(w: Workload, hf_model, head_params: dict[str, Any], rounds: int, actors:
   @server.main()
   def main(grid: Grid, context: Context) -> None:
     del context
+    strategy = DepthAwareFedAvg(w.num_clients)
     result = strategy.start(grid, ArrayRecord({k: Array(v) for k, v in
                                                server_arrays(hf_model, head_params).items()}),
                             num_rounds=rounds,
@@ -172,7 +173,6 @@ def run(w: Workload, hf_model, head_params: dict[str, Any], rounds: int, actors:
       logging.getLogger("flwr").setLevel(logging.ERROR)
       warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
     try:
-      strategy = DepthAwareFedAvg(w.num_clients)
       run_simulation(server, client_app(w, threads), num_supernodes=w.num_clients,
                      backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                      "init_args": {"num_cpus": actors}})
