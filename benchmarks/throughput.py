@@ -15,14 +15,18 @@ Contenders for one round (same weights, data, depths 3/6, local steps, batch siz
 Times are medians of steady-state rounds after one untimed (compiling) round.
   drjax      the same round written with DrJAX (`drjax.map_fn` over each depth group, then the
              per-layer weighted mean; benchmarks/drjax_baseline.py), when drjax is installed.
-Ends with: "speedup vs per-client loop: <x>x at <K> clients", "speedup vs PyTorch loop: ..." and
-(with drjax installed) "speedup vs DrJAX: ...".
+  flower     the PyTorch round as a Flower simulation, clients in Ray actors
+             (benchmarks/flower_baseline.py), when flwr is installed (`.[peers]`), on CPU only.
+Ends with: "speedup vs per-client loop: <x>x at <K> clients", "speedup vs PyTorch loop: ...",
+(with drjax installed) "speedup vs DrJAX: ..." and (with flwr) "speedup vs Flower: ...".
+`--hidden 256` runs the headline round at another width (intermediate 2x, 32-wide heads).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import functools
+import importlib.util
 import json
 import os
 import resource
@@ -72,6 +76,16 @@ TINY = (("hidden_size", 32), ("intermediate_size", 64), ("num_attention_heads", 
 MID = (("hidden_size", 384), ("intermediate_size", 1536), ("num_attention_heads", 6),
        ("conv_dim", (256,) * 7), ("num_conv_pos_embeddings", 64),
        ("num_conv_pos_embedding_groups", 8))
+
+
+def widen(w: Workload, hidden: int) -> Workload:
+  """The same workload `hidden` wide, shaped like the small preset (128 wide): intermediate
+  2 x hidden, heads 32 wide."""
+  if hidden % 32:
+    raise ValueError(f"--hidden {hidden}: must be a multiple of 32 (32-wide attention heads)")
+  over = dict(w.overrides) | {"hidden_size": hidden, "intermediate_size": 2 * hidden,
+                              "num_attention_heads": hidden // 32}
+  return dataclasses.replace(w, overrides=tuple(over.items()))
 
 
 def plan(mode: str, tiny: bool = False) -> Plan:
@@ -199,7 +213,8 @@ def _torch_usable() -> bool:
 
 
 def round_throughput(bench: Bench, reps: int, chunk_variants=(), torch_clients=None,
-                     with_reference=True, with_torch=True, torch_threads=None) -> dict[str, Any]:
+                     with_reference=True, with_torch=True, torch_threads=None,
+                     with_flower=False) -> dict[str, Any]:
   """engine (default chunk, and each of chunk_variants) vs the per-client JAX loop vs the
   per-client PyTorch loop, on the same cohort. PyTorch: with torch_clients < K the loop is timed
   on the first torch_clients clients (depths still alternate 3/6) and scaled to K: a sequential
@@ -216,6 +231,9 @@ def round_throughput(bench: Bench, reps: int, chunk_variants=(), torch_clients=N
   if with_reference:
     out["loop"] = _rates(w, bench.time_reference(spec, reps))
     out["speedup_vs_loop"] = out["loop"]["seconds"] / out["engine"]["seconds"]
+  if with_flower and bench.hf is not None:  # before the PyTorch loop, which trains bench.hf
+    out["flower"] = flower_round(bench, reps)
+    out["speedup_vs_flower"] = out["flower"]["seconds"] / out["engine"]["seconds"]
   if with_torch and bench.hf is not None:
     out["pytorch"] = torch_round(bench, reps, torch_clients, torch_threads)
     out["speedup_vs_pytorch"] = out["pytorch"]["seconds"] / out["engine"]["seconds"]
@@ -231,6 +249,23 @@ def _drjax_usable() -> bool:
   except ImportError:
     return False
   return True
+
+
+def _flower_usable() -> bool:
+  """flwr with its Ray extra importable, and a CPU run (the actors run the CPU torch loop)."""
+  found = all(importlib.util.find_spec(m) is not None for m in ("flwr", "ray"))
+  return found and jax.default_backend() == "cpu"
+
+
+def flower_round(bench: Bench, reps: int) -> dict[str, Any]:
+  """One Flower simulation of 1 + reps rounds over all K clients, one Ray actor per core (1 CPU,
+  1 torch thread each): the first round (Ray and actor start-up, imports, model building) and
+  the median of the others."""
+  from benchmarks import flower_baseline  # pylint: disable=import-outside-toplevel
+  r = flower_baseline.run(bench.w, bench.hf, bench.head_params, rounds=1 + reps,
+                          actors=common.num_cores())
+  del r["arrays"]
+  return {**_rates(bench.w, r["seconds"]), **r}
 
 
 def torch_round(bench: Bench, reps: int, torch_clients: int | None,
@@ -341,9 +376,13 @@ def markdown(res: dict[str, Any]) -> str:
            f"{m['cpu_model']}, {m['cpu_cores']} cores; jax {m['jax_version']}"
            + (f", torch {m['torch_version']} ({m.get('torch_threads')} threads)"
               if "torch_version" in m else "")
-           + f"; 1-min load average at start {m['load_average_1m']:.1f}.", "",
+           + f"; 1-min load average at start {m['load_average_1m']:.1f}"
+           + (f", after the round section {m['load_average_1m_after_round']:.1f}"
+              if m.get("load_average_1m_after_round") is not None else "") + ".", "",
            *([f"Note: {res['note']}", ""] if res.get("note") else []),
-           f"Workload: preset `{w['preset']}`, {w['num_clients']} clients (depths 3/6 alternating), "
+           f"Workload: preset `{w['preset']}`"
+           + (f" at hidden {res['hidden_size']}" if res.get("hidden_size", 128) != 128 else "")
+           + f", {w['num_clients']} clients (depths 3/6 alternating), "
            f"{w['local_steps']} local steps x batch {w['batch_size']}, clips of "
            f"{w['clip_samples']} samples, SGD. Median of {res['reps']} steady-state rounds.", "",
            "| contender | s / round | client updates / s | examples / s | engine speedup |",
@@ -367,6 +406,11 @@ def markdown(res: dict[str, Any]) -> str:
   if "drjax" in h:
     row("DrJAX (drjax.map_fn over each depth group, then the per-layer weighted mean)",
         h["drjax"], h["speedup_vs_drjax"])
+  if "flower" in h:
+    f = h["flower"]
+    row(f"Flower simulation of the PyTorch loop ({f['actors']} Ray actors x 1 CPU, "
+        f"{f['threads_per_actor']} torch thread each; first round {f['first_round_seconds']:.3g} s "
+        f"incl. start-up)", f, h["speedup_vs_flower"])
   if h.get("cache_features_seconds") is not None:
     lines.append(f"\nOne-off conv-feature cache for all {h['clients']} clients (incl. compile): "
                  f"{h['cache_features_seconds']:.2f} s.")
@@ -428,27 +472,37 @@ SECTIONS = ("round", "cohorts", "backbones", "depths", "limits")
 
 
 def run(mode: str, tiny: bool = False, out: Path | None = None, with_torch: bool = True,
-        reps: int | None = None, sections=SECTIONS, note: str = "", log=print) -> dict[str, Any]:
+        reps: int | None = None, sections=SECTIONS, note: str = "", log=print,
+        with_flower: bool = True, hidden: int | None = None) -> dict[str, Any]:
   """The sections of `mode` ("quick", "full" or "gpu"); writes JSON (+ markdown) to `out`.
-  "round" always runs (the other sections compare against it)."""
+  "round" always runs (the other sections compare against it); `hidden` widens its workload."""
   unknown = set(sections) - set(SECTIONS)
   if unknown:
     raise ValueError(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
   p = plan(mode, tiny)
+  if hidden is not None:
+    p = dataclasses.replace(p, headline=widen(p.headline, hidden))
   reps = reps or p.reps
   t0 = time.perf_counter()
   res: dict[str, Any] = {"mode": p.name, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                          "machine": common.machine(), "reps": reps,
                          "workload": dataclasses.asdict(p.headline), "note": note,
+                         "hidden_size": p.headline.config.hidden_size,
                          "sections": ["round"] + [x for x in SECTIONS[1:] if x in sections]}
   if with_torch and not _torch_usable():
     with_torch = False
+  if with_flower and not (_flower_usable() and _torch_usable()):
+    log("Flower row skipped: needs flwr[simulation] (pip install -e '.[peers]'), torch and a "
+        "CPU run")
+    with_flower = False
   bench = get_bench(p.headline, with_torch=True)
   log(f"[{time.perf_counter() - t0:.0f}s] round throughput at {p.headline.num_clients} clients")
   res["round"] = round_throughput(bench, reps, p.chunk_variants, p.torch_clients,
-                                  with_torch=with_torch, torch_threads=p.torch_threads)
-  if with_torch:
-    res["machine"] = common.machine()  # now with torch's thread count
+                                  with_torch=with_torch, torch_threads=p.torch_threads,
+                                  with_flower=with_flower)
+  if with_torch:  # now with torch's thread count; the load at start kept
+    res["machine"] = {**common.machine(), "load_average_1m": res["machine"]["load_average_1m"]}
+  res["machine"]["load_average_1m_after_round"] = common.machine()["load_average_1m"]
   if "cohorts" in sections:
     log(f"[{time.perf_counter() - t0:.0f}s] cohort scaling {p.cohorts}")
     res["cohorts"] = cohort_scaling(p.headline, p.cohorts, p.memory_cohorts, reps)
@@ -481,6 +535,8 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
     lines.append(f"speedup vs PyTorch loop: {h['speedup_vs_pytorch']:.2f}x at {k} clients")
   if "speedup_vs_drjax" in h:
     lines.append(f"speedup vs DrJAX: {h['speedup_vs_drjax']:.2f}x at {k} clients")
+  if "speedup_vs_flower" in h:
+    lines.append(f"speedup vs Flower: {h['speedup_vs_flower']:.2f}x at {k} clients")
   return lines
 
 
@@ -491,6 +547,10 @@ def main(argv=None):
   ap.add_argument("--allow-cpu", action="store_true", help="let --gpu run on a CPU (testing)")
   ap.add_argument("--tiny", action="store_true", help="tiny sizes, one repetition (smoke test)")
   ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
+  ap.add_argument("--no-flower", action="store_true", help="skip the Flower simulation")
+  ap.add_argument("--hidden", type=int, default=None,
+                  help="width of the headline round's encoder (default: the preset's, 128); "
+                       "results go to <name>_h<hidden>.json unless --out is given")
   ap.add_argument("--sections", default=",".join(SECTIONS),
                   help=f"comma-separated subset of {SECTIONS} (round always runs)")
   ap.add_argument("--note", default="", help="conditions to record with the results")
@@ -506,8 +566,10 @@ def main(argv=None):
   mode = "gpu" if a.gpu else ("quick" if a.quick else "full")
   if a.gpu and jax.default_backend() == "cpu" and not a.allow_cpu:
     ap.error("--gpu: jax sees no GPU (backend cpu); pass --allow-cpu to run it anyway")
-  out = a.out or RESULTS / {"gpu": "gpu.json", "quick": "cpu_quick.json", "full": "cpu.json"}[mode]
-  res = run(mode, tiny=a.tiny, out=out, with_torch=not a.no_torch,
+  out = a.out or RESULTS / ({"gpu": "gpu", "quick": "cpu_quick", "full": "cpu"}[mode]
+                            + (f"_h{a.hidden}" if a.hidden else "") + ".json")
+  res = run(mode, tiny=a.tiny, out=out, with_torch=not a.no_torch, with_flower=not a.no_flower,
+            hidden=a.hidden,
             reps=1 if a.tiny and a.reps is None else a.reps,
             sections=tuple(x for x in a.sections.split(",") if x), note=a.note,
             log=lambda s: print(s, file=sys.stderr, flush=True))

@@ -24,32 +24,60 @@ def stats_pool(hidden: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
   return torch.cat([mean, torch.sqrt(var + eps)], dim=-1)
 
 
+def exit_heads(head_params: dict[str, Any]) -> dict[int, torch.nn.Linear]:
+  """One linear head per exit, with the JAX side's initial weights (kernel [E, 2H, C])."""
+  heads = {}
+  for i, e in enumerate(EXITS):
+    kernel = np.asarray(head_params["kernel"][i])
+    lin = torch.nn.Linear(*kernel.shape)
+    with torch.no_grad():
+      lin.weight.copy_(torch.from_numpy(kernel.T.copy()))
+      lin.bias.copy_(torch.from_numpy(np.asarray(head_params["bias"][i]).copy()))
+    heads[e] = lin
+  return heads
+
+
+def truncate(hf_model, depth: int):
+  """A copy of `hf_model` keeping its first `depth` encoder layers, the CNN frozen, in train
+  mode: what a depth-`depth` client trains."""
+  m = copy.deepcopy(hf_model)
+  m.encoder.layers = m.encoder.layers[:depth]
+  m.config.num_hidden_layers = depth
+  m.feature_extractor._freeze_parameters()  # what HubertFor*.freeze_feature_encoder() calls
+  m.train()
+  return m
+
+
+def trainable(model) -> dict[str, torch.Tensor]:
+  return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def local_train(w: Workload, model, head, waves: torch.Tensor, labels: torch.Tensor,
+                perm: np.ndarray) -> list[float]:
+  """One client's w.local_steps SGD steps over its examples in the order `perm`; the losses."""
+  opt = torch.optim.SGD(list(trainable(model).values()) + list(head.parameters()),
+                        lr=w.learning_rate)
+  losses = []
+  for s in range(w.local_steps):
+    idx = torch.from_numpy(perm[s * w.batch_size:(s + 1) * w.batch_size])
+    hidden = model(waves[idx]).last_hidden_state
+    loss = torch.nn.functional.cross_entropy(head(stats_pool(hidden)), labels[idx])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    losses.append(float(loss.detach()))
+  return losses
+
+
 class TorchFederation:
   """Global PyTorch model + heads, and one truncated model per depth level (built once)."""
 
   def __init__(self, w: Workload, hf_model, head_params: dict[str, Any], device: str = "cpu"):
     self.w = w
     self.global_model = hf_model.to(device)
-    hidden = hf_model.config.hidden_size
-    self.heads = {}
-    for i, e in enumerate(EXITS):  # same initial head weights as the JAX side
-      lin = torch.nn.Linear(2 * hidden, w.num_classes)
-      with torch.no_grad():
-        lin.weight.copy_(torch.from_numpy(np.asarray(head_params["kernel"][i]).T.copy()))
-        lin.bias.copy_(torch.from_numpy(np.asarray(head_params["bias"][i]).copy()))
-      self.heads[e] = lin.to(device)
-    self.models = {}
-    for d in w.depth_levels:
-      m = copy.deepcopy(hf_model)
-      m.encoder.layers = m.encoder.layers[:d]
-      m.config.num_hidden_layers = d
-      m.feature_extractor._freeze_parameters()  # what HubertFor*.freeze_feature_encoder() calls
-      m.train()
-      self.models[d] = (m, copy.deepcopy(self.heads[d]))
-
-  def _trainable(self, d: int) -> dict[str, torch.Tensor]:
-    m, _ = self.models[d]
-    return {n: p for n, p in m.named_parameters() if p.requires_grad}
+    self.heads = {e: h.to(device) for e, h in exit_heads(head_params).items()}
+    self.models = {d: (truncate(hf_model, d), copy.deepcopy(self.heads[d]))
+                   for d in w.depth_levels}
 
   def run_round(self, waves: torch.Tensor, labels: torch.Tensor, depths: np.ndarray,
                 rng: np.random.Generator) -> float:
@@ -63,22 +91,14 @@ class TorchFederation:
     losses = []
     for k, d in enumerate(depths.tolist()):
       model, head = self.models[d]
-      local = self._trainable(d)
+      local = trainable(model)
       with torch.no_grad():  # set_parameters: the server's weights into the client model
         for n, p in local.items():
           p.copy_(gparams[n])
         for p, g in zip(head.parameters(), self.heads[d].parameters()):
           p.copy_(g)
-      opt = torch.optim.SGD(list(local.values()) + list(head.parameters()), lr=w.learning_rate)
       perm = rng.permutation(w.examples_per_client)
-      for s in range(w.local_steps):
-        idx = torch.from_numpy(perm[s * w.batch_size:(s + 1) * w.batch_size])
-        hidden = model(waves[k, idx]).last_hidden_state
-        loss = torch.nn.functional.cross_entropy(head(stats_pool(hidden)), labels[k, idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+      losses += local_train(w, model, head, waves[k], labels[k], perm)
       weight = float(w.examples_per_client * d)
       with torch.no_grad():  # get_parameters + the server's weighted, depth-aware sum
         for n, p in local.items():

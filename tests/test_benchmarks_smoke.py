@@ -54,7 +54,11 @@ def test_tiny_gpu_mode_writes_results(tmp_path, capsys):
   assert res["machine"]["device_kind"] in md and "Distance to the limit" in md
   if "drjax" in r:  # drjax is a test extra: the same round written with DrJAX
     assert _finite_positive(r["speedup_vs_drjax"]) and "DrJAX" in md
-  expect = ["per-client loop"] + ["PyTorch loop"] * ("pytorch" in r) + ["DrJAX"] * ("drjax" in r)
+  if "flower" in r:  # flwr is in the peers extra: the PyTorch round as a Flower simulation
+    assert _finite_positive(r["speedup_vs_flower"]) and "Flower simulation" in md
+    assert _finite_positive(r["flower"]["first_round_seconds"])
+  expect = (["per-client loop"] + ["PyTorch loop"] * ("pytorch" in r) + ["DrJAX"] * ("drjax" in r)
+            + ["Flower"] * ("flower" in r))
   last = capsys.readouterr().out.strip().splitlines()[-len(expect):]
   for line, name in zip(last, expect):
     assert re.fullmatch(rf"speedup vs {name}: [0-9.]+x at 4 clients", line), line
@@ -69,7 +73,9 @@ def test_markdown_renders_every_section():
                      "cpu_cores": 2, "jax_version": "0", "load_average_1m": 0.0},
          "round": {"clients": 4, "chunk_default": 1, "cache_features_seconds": 1.0,
                    "engine": rate, "engine_chunks": {"4": {**rate, "seconds": 4.0}},
-                   "loop": {**rate, "seconds": 6.0}, "speedup_vs_loop": 3.0},
+                   "loop": {**rate, "seconds": 6.0}, "speedup_vs_loop": 3.0,
+                   "flower": {**rate, "seconds": 8.0, "first_round_seconds": 20.0, "actors": 2,
+                              "threads_per_actor": 1}, "speedup_vs_flower": 4.0},
          "cohorts": [{"clients": 4, "chunk": 1, **rate, "memory_default_chunk": mem,
                       "memory_chunk_all": mem}],
          "backbones": [{"preset": "small", "hidden_size": 32, "params": 10**6, "clients": 4,
@@ -83,7 +89,16 @@ def test_markdown_renders_every_section():
   md = throughput.markdown(res)
   assert "| engine (chunk 4) | 4 | 2 | 4 | 2.00x |" in md  # 4 s vs the default's 2 s
   assert "3.00x" in md and "**50%**" in md and "| 3 | 1 | 1 | 0.25 | 0.25 |" in md
-  assert throughput.summary_lines(res) == ["speedup vs per-client loop: 3.00x at 4 clients"]
+  assert "first round 20 s incl. start-up) | 8 | 2 | 4 | 4.00x |" in md
+  assert throughput.summary_lines(res) == ["speedup vs per-client loop: 3.00x at 4 clients",
+                                           "speedup vs Flower: 4.00x at 4 clients"]
+
+
+def test_widen_keeps_the_small_presets_shape():
+  w = throughput.widen(throughput.plan("quick").headline, 256)
+  assert (w.config.hidden_size, w.config.intermediate_size, w.config.num_attention_heads) == (
+      256, 512, 8)
+  assert w.config.conv_dim == throughput.plan("quick").headline.config.conv_dim
 
 
 def test_padding_fills_by_hand():
