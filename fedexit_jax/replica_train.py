@@ -88,7 +88,11 @@ def _train_group(sims, batch, progress) -> list[dict[str, Any]]:
                        disable=not progress, dynamic_ncols=True):
     cohorts = [s.cohort(res, r) for s, res in zip(sims, residents)]
     states, m = fl.run_replicas(states, cohorts, spec, weightings, batch=batch)
+    c = sims[0].config  # eval and checkpoint cadence: the same for every replica
+    needs_state = (r + 1) % c.eval_every == 0 or (r + 1) % c.checkpoint_every == 0 or \
+        r + 1 == rounds
     for i, s in enumerate(sims):
-      s.state = fl.unstack_state(states, i)
+      if needs_state:  # slicing every leaf of R states costs dispatches: only when read
+        s.state = fl.unstack_state(states, i)
       s.after_round(r, jax.tree.map(lambda x, i=i: x[i], m), cohorts[i])
   return [s.finish() for s in sims]

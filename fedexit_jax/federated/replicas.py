@@ -35,13 +35,24 @@ def default_batch(num_replicas: int, backend: str | None = None) -> int:
   return 1 if (backend or jax.default_backend()) == "cpu" else num_replicas
 
 
-def stack_states(states: Sequence[server.ServerState]) -> server.ServerState:
-  """R server states -> one with a leading replica axis."""
+@jax.jit
+def _stack(states):
   return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
-def unstack_state(states: server.ServerState, i: int) -> server.ServerState:
+def stack_states(states: Sequence[server.ServerState]) -> server.ServerState:
+  """R server states -> one with a leading replica axis (one dispatch for the whole tree)."""
+  return _stack(tuple(states))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _take(states, i: int):
   return jax.tree.map(lambda x: x[i], states)
+
+
+def unstack_state(states: server.ServerState, i: int) -> server.ServerState:
+  """Replica i's state (one dispatch for the whole tree)."""
+  return _take(states, int(i))
 
 
 @functools.lru_cache(maxsize=None)
@@ -82,15 +93,16 @@ def run_replicas(states: server.ServerState, cohorts: Sequence[Cohort], spec: Ro
   if len(weightings) != r or jax.tree.leaves(states)[0].shape[0] != r:
     raise ValueError(f"{r} cohorts, {len(weightings)} weightings and states for "
                      f"{jax.tree.leaves(states)[0].shape[0]} replicas: give one of each per replica")
-  model_lib.check_layout(spec.client.model, unstack_state(states, 0).params)
+  model_lib.check_layout(spec.client.model, jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), states.params))
   sizes = {len(c.depths) for c in cohorts}
   if len(sizes) > 1:
     raise ValueError(f"replicas share one program: every cohort needs the same size, got {sizes}")
   if r == 1:  # no grid: the one-simulation program itself
     one, m = simulate.run_round(unstack_state(states, 0), cohorts[0],
                                 dataclasses.replace(spec, weighting=weightings[0]))
-    return stack_states([one]), {k: np.asarray(v)[None] if isinstance(v, np.ndarray) else v[None]
-                                 for k, v in m.items()}
+    out = _stack(({k: v for k, v in m.items() if k not in ("depth", "client_id")},))
+    return stack_states([one]), dict(out, depth=m["depth"][None], client_id=m["client_id"][None])
   mesh = simulate._mesh(spec)
   spread = mesh.size > 1
   layouts = [simulate.host_layout(c, spec, w, one_device=spread)
