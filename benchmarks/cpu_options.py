@@ -1,14 +1,14 @@
 """A/B of XLA:CPU options and of the device/chunk split, in one sitting, on the engine's round.
 
-  python benchmarks/cpu_options.py [--widths 128,256] [--variants all] [--order ABAB]
+  python benchmarks/cpu_options.py [--widths 128,256] [--variants all] [--order AB]
       [--rounds 5]
 
 Each measurement is a fresh process (XLA reads its flags at start-up) timing the round of
 `benchmarks/throughput.py --quick` (32 clients at depths 3/6, 2 SGD steps of batch 4 on 0.5 s
 clips, cached conv features) for one model width: hidden 128 (the small preset), 256 (4 heads,
 FFN 1024) or 384 (6 heads, FFN 1536); the median of `--rounds` steady rounds after a compiling
-one. The variants run in turn, `--order` times over (ABAB: every variant twice, interleaved, so
-a drift of the machine's speed falls on all of them). Prints per width the median round per
+one. The variants run in turn, one pass per letter of `--order` (ABAB: four passes, each
+running every variant once, so a drift of the machine's speed falls on all of them). Prints per width the median round per
 variant and its ratio to `baseline` (< 1: faster). Compilation cache off.
 
 Variants: baseline (what `fedexit run` does: one CPU device per core, chunk 1 per device);
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--widths", default="128,256")
   ap.add_argument("--variants", default="all", help="comma-separated names, or all")
-  ap.add_argument("--order", default="ABAB", help="repetitions: one letter per pass")
+  ap.add_argument("--order", default="AB", help="one pass over the variants per letter")
   ap.add_argument("--rounds", type=int, default=5)
   ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
   a = ap.parse_args(argv)
