@@ -51,6 +51,8 @@ def train_replicas(configs: Sequence[ml_collections.ConfigDict], workdirs: Seque
     raise ValueError("every replica needs its own workdir")
   check_compatible(configs)
   sims = [train.Simulation(c, w, resume) for c, w in zip(configs, workdirs)]
+  if jax.process_count() > 1:
+    raise ValueError("replicas run in one process; start separate runs under fedexit launch")
   results: list[dict[str, Any] | None] = [None] * len(sims)
   for group in _groups(sims):
     for i, out in zip(group, _train_group([sims[i] for i in group], batch, progress)):
