@@ -332,7 +332,8 @@ def _round(spec: RoundSpec, state, chunks, bounds, slots, dataset, scheme=None, 
 
 @functools.lru_cache(maxsize=None)
 def _program(spec: RoundSpec):
-  program = functools.partial(_round, spec)
+  def program(state, chunks, bounds, slots, dataset):  # "jit_program" in JAX's cache logs
+    return _round(spec, state, chunks, bounds, slots, dataset)
   # Replicated outputs: every process of a multi-process run reads the new state and metrics.
   return jax.jit(program, out_shardings=NamedSharding(_mesh(spec), P()))
 
