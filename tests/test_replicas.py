@@ -1,5 +1,4 @@
 """R simulations in one compiled round (federated.replicas) against R separate rounds."""
-import dataclasses
 
 import jax
 import numpy as np
@@ -7,23 +6,9 @@ import pytest
 
 from fedexit_jax import federated as fl
 from fedexit_jax.federated import aggregate, replicas
-from test_federated_round import assert_trees_close, setup, tiny_dataset  # noqa: F401  (fixture)
+from test_federated_round import setup, tiny_dataset  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.usefixtures("fast_compiles", "no_persistent_cache")
-
-
-@pytest.fixture(scope="module")
-def no_persistent_cache():
-  """Compiled here, not loaded from the persistent cache: once (2026-12-01, clean-clone CI, two
-  xdist workers) a test worker died with a segfault inside JAX's cache read of a replica program
-  (compilation_cache.get_executable_and_time); not reproduced since, cause unknown."""
-  from jax.experimental.compilation_cache import compilation_cache
-  old = jax.config.jax_enable_compilation_cache
-  jax.config.update("jax_enable_compilation_cache", False)
-  compilation_cache.reset_cache()  # JAX decides once whether the cache is used
-  yield
-  jax.config.update("jax_enable_compilation_cache", old)
-  compilation_cache.reset_cache()
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 SCHEMES = ("paper", "fedavg_naive", "samples", "uniform", "depth")
 
@@ -43,20 +28,23 @@ def test_scheme_vector_gives_each_schemes_weights():
       aggregate.scheme_vector("depth"), n, d), [2.0, 4.0, 0.0])
 
 
-@pytest.mark.parametrize("batch", [1, 2])
-def test_replicas_equal_separate_rounds(setup, batch):  # noqa: F811
-  """Five schemes, each replica its own state (other RNG) and cohort, two rounds: every
-  replica's params and metrics are those of its own run_round calls (float tolerance)."""
-  _, spec, state, dataset, depths = setup
-  resident = fl.place_dataset(dataset, spec)
-  r = len(SCHEMES)
+ONE_DEVICE = r"""
+import dataclasses
+import jax, numpy as np
+from fedexit_jax import federated as fl
+from test_federated_round import assert_trees_close, tiny_dataset
+from test_replicas import SCHEMES, tiny_setup
+assert jax.device_count() == 1
+spec, state, dataset, depths = tiny_setup()
+resident = fl.place_dataset(dataset, spec)
+r = len(SCHEMES)
+ids = [[0, 1, 2, 3, 4, 5, 6, 8, 9, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
+for batch in (1, 2):
+  # five schemes, each replica its own RNG and cohort, two rounds
   states = [state._replace(rng=jax.random.key(10 + i)) for i in range(r)]
-  cohort_ids = [[[0, 1, 2, 3, 4, 5, 6, 8, 9, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]][(i + k) % 2]
-                for k in range(2) for i in range(r)]
-  separate = list(states)
-  stacked = fl.stack_states(states)
+  separate, stacked = list(states), fl.stack_states(states)
   for k in range(2):
-    cohorts = [fl.cohort_from_dataset(resident, cohort_ids[k * r + i], depths) for i in range(r)]
+    cohorts = [fl.cohort_from_dataset(resident, ids[(i + k) % 2], depths) for i in range(r)]
     stacked, m = fl.run_replicas(stacked, cohorts, spec, SCHEMES, batch=batch)
     for i, scheme in enumerate(SCHEMES):
       separate[i], mi = fl.run_round(separate[i], cohorts[i],
@@ -74,19 +62,59 @@ def test_replicas_equal_separate_rounds(setup, batch):  # noqa: F811
   a, b = (fl.unstack_state(stacked, i).params for i in (0, 1))
   assert max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))) > 1e-4
+# replicas of other seeds: each its own partition (a dataset of the same shape)
+datasets = [fl.place_dataset(tiny_dataset(12, seed=s), spec) for s in (3, 4)]
+states = [state, state._replace(rng=jax.random.key(7))]
+cohorts = [fl.cohort_from_dataset(datasets[i], [0, 1, 2, 3, 5, 7], depths) for i in range(2)]
+stacked, m = fl.run_replicas(fl.stack_states(states), cohorts, spec, ("paper", "paper"))
+for i in range(2):
+  ref, mi = fl.run_round(states[i], cohorts[i], spec)
+  assert_trees_close(fl.unstack_state(stacked, i).params, ref.params)
+  np.testing.assert_allclose(m["mean_loss"][i], mi["mean_loss"], rtol=1e-5)
+print("ONE_DEVICE_OK")
+"""
 
 
-def test_replicas_with_their_own_datasets(setup):  # noqa: F811
-  """Replicas of other seeds: each its own partition (a dataset of the same shape)."""
-  _, spec, state, _, depths = setup
-  datasets = [fl.place_dataset(tiny_dataset(12, seed=s), spec) for s in (3, 4)]
-  states = [state, state._replace(rng=jax.random.key(7))]
-  cohorts = [fl.cohort_from_dataset(datasets[i], [0, 1, 2, 3, 5, 7], depths) for i in range(2)]
-  stacked, m = fl.run_replicas(fl.stack_states(states), cohorts, spec, ("paper", "paper"))
-  for i in range(2):
-    ref, mi = fl.run_round(states[i], cohorts[i], spec)
-    assert_trees_close(fl.unstack_state(stacked, i).params, ref.params)
-    np.testing.assert_allclose(m["mean_loss"][i], mi["mean_loss"], rtol=1e-5)
+def tiny_setup():
+  """test_federated_round's setup, outside pytest (for the fresh processes below)."""
+  import optax
+  from fedexit_jax import models
+  from fedexit_jax.models import heads, wav2vec2
+  from fedexit_jax.speech_model import SpeechExitModel
+  from test_federated_round import CLASSES, EXITS, tiny_config
+  cfg = tiny_config()
+  params, _ = models.split_params(wav2vec2.init_params(cfg, jax.random.key(0)),
+                                  heads.init_exit_heads(jax.random.key(1), 32, CLASSES, len(EXITS)))
+  client = fl.ClientSpec(SpeechExitModel(cfg, EXITS), optax.sgd(0.1), loss="last", local_epochs=2,
+                         batch_size=4)
+  spec = fl.RoundSpec(client, weighting="paper", depth_levels=(2, 4), chunk_size=4)
+  state = fl.init_server_state(params, spec.server_optimizer, jax.random.key(2))
+  return spec, state, tiny_dataset(12), np.array([2, 4] * 6)
+
+
+def _fresh_process(script: str, devices: int, ok: str):
+  """Runs `script` in a new Python with `devices` CPU devices. The replica rounds compile many
+  programs; in a long-lived xdist worker that had compiled the rest of the suite, XLA:CPU's
+  compiler segfaulted twice here (2026-12-01, clean-clone CI), so these run where they start
+  from nothing."""
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+  here = os.path.dirname(os.path.abspath(__file__))
+  env["PYTHONPATH"] = os.pathsep.join(
+      [p for p in (env.get("PYTHONPATH"), here, os.path.dirname(here)) if p])
+  r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                     timeout=900)
+  assert ok in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
+
+
+def test_replicas_equal_separate_rounds():
+  """One device: five schemes with their own RNG and cohorts over two rounds, all replicas in
+  one program (batch 1: one after another; 2: two vmapped), equal their own run_round calls;
+  replicas with their own datasets (other seeds) too."""
+  _fresh_process(ONE_DEVICE, 1, "ONE_DEVICE_OK")
 
 
 def test_replicas_refuse_mismatched_inputs(setup):  # noqa: F811
@@ -143,16 +171,5 @@ print("SPREAD_OK")
 def test_replicas_spread_over_two_devices_equal_separate_rounds():
   """On 2 devices the replicas are split over the devices (3 replicas: one padding copy whose
   result is dropped), with one shared dataset and with each replica's own; every replica equals
-  its own run_round on the same 2-device mesh. A fresh process: the device count is fixed at
-  JAX start-up."""
-  import os
-  import subprocess
-  import sys
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
-  here = os.path.dirname(os.path.abspath(__file__))
-  env["PYTHONPATH"] = os.pathsep.join(
-      [p for p in (env.get("PYTHONPATH"), here, os.path.dirname(here)) if p])
-  r = subprocess.run([sys.executable, "-c", SPREAD], env=env, capture_output=True, text=True,
-                     timeout=900)
-  assert "SPREAD_OK" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
+  its own run_round on the same 2-device mesh."""
+  _fresh_process(SPREAD, 2, "SPREAD_OK")
