@@ -55,6 +55,23 @@ def unstack_state(states: server.ServerState, i: int) -> server.ServerState:
   return _take(states, int(i))
 
 
+_STACKED: list = []  # [(the replicas' datasets, pad, sharding, their stack)]: the last one
+
+
+def _stacked(datasets, pad: int, sharding):
+  """The replicas' datasets stacked [R, M, ...] and placed once, reused while the same datasets
+  come back (every round of a grid): a per-round stack would copy every client's data."""
+  if _STACKED:
+    old, old_pad, old_sharding, stack = _STACKED[0]
+    if (len(old) == len(datasets) and all(a is b for a, b in zip(old, datasets))
+        and (old_pad, old_sharding) == (pad, sharding)):
+      return stack
+  stack = ClientData(*(jax.device_put(jnp.stack(xs + xs[:1] * pad), sharding)
+                       for xs in zip(*datasets)))
+  _STACKED[:] = [(tuple(datasets), pad, sharding, stack)]  # holds them: ids cannot be reused
+  return stack
+
+
 @functools.lru_cache(maxsize=None)
 def _program(spec: RoundSpec, batch: int, shared_dataset: bool, spread: bool):
   """The grid's round. spread: the replica axis is split over the mesh's devices (shard_map),
@@ -115,7 +132,7 @@ def run_replicas(states: server.ServerState, cohorts: Sequence[Cohort], spec: Ro
     if len(shapes) > 1:
       raise ValueError("replicas with different client datasets need datasets of one shape "
                        f"(pad them to the same clients and examples), got {sorted(shapes)}")
-    dataset = ClientData(*(jnp.stack(xs + xs[:1] * pad) for xs in zip(*datasets)))
+    dataset = _stacked(datasets, pad, NamedSharding(mesh, P(AXIS) if spread else P()))
   else:
     dataset = datasets[0]
   layouts += layouts[:1] * pad
@@ -130,8 +147,6 @@ def run_replicas(states: server.ServerState, cohorts: Sequence[Cohort], spec: Ro
     split = NamedSharding(mesh, P(AXIS))
     chunks, bounds, slots, schemes, states = simulate._to_device(
         (chunks, bounds, slots, schemes, states), split)
-    if not shared:
-      dataset = jax.device_put(dataset, split)
   else:
     chunks = simulate._to_device(chunks, NamedSharding(mesh, P(None, None, AXIS)))
     bounds, slots = simulate._to_device((bounds, slots), NamedSharding(mesh, P()))
