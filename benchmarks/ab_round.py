@@ -1,12 +1,12 @@
 """A/B of two source trees in one sitting: round time and round compile time.
 
-  python benchmarks/ab_round.py OLD_TREE NEW_TREE [--order ABBA] [--rounds 6]
+  python benchmarks/ab_round.py OLD_TREE NEW_TREE [--order ABBA] [--rounds 6] [--hidden 256]
 
 OLD_TREE / NEW_TREE are checkouts of this repository (e.g. `git worktree add /tmp/old <commit>`).
 Each measurement runs in a fresh process with that tree first on sys.path, alternating the trees
 (ABBA by default, so a drift of the machine's speed cancels out), and times, for two workloads:
   quick    the engine round of `benchmarks/throughput.py --quick` (32 clients, depths 3/6, small
-           preset, 2 local steps of batch 4 on 0.5 s clips);
+           preset, 2 local steps of batch 4 on 0.5 s clips; `--hidden` widens it);
   default  one round of the embedded default run (configs/default.py: 10 clients of the speaker
            partition, cached conv features, Adam, 2 local epochs), cohorts sampled as a run does.
 For each: trace + lower and compile time of the round program (AOT, no persistent compilation
@@ -23,7 +23,7 @@ import sys
 import time
 
 
-def _child(tree: str, rounds: int) -> dict:
+def _child(tree: str, rounds: int, hidden: int | None = None) -> dict:
   sys.path.insert(0, tree)
   import fedexit_jax  # pylint: disable=import-outside-toplevel
   assert fedexit_jax.__file__.startswith(os.path.abspath(tree)), fedexit_jax.__file__
@@ -62,8 +62,10 @@ def _child(tree: str, rounds: int) -> dict:
             "round_s": statistics.median(times)}
 
   out = {}
-  bench = throughput.Bench(throughput.plan("quick").headline, with_torch=False,
-                           real_features=False)
+  w = throughput.plan("quick").headline
+  if hidden:
+    w = throughput.widen(w, hidden)
+  bench = throughput.Bench(w, with_torch=False, real_features=False)
   spec = bench.w.round_spec()
   out["quick"] = measure(bench.state(spec), [bench.cohort] * (rounds + 1), spec)
 
@@ -93,10 +95,12 @@ def main() -> int:
   ap.add_argument("new")
   ap.add_argument("--order", default="ABBA", help="A = old, B = new")
   ap.add_argument("--rounds", type=int, default=6, help="steady rounds timed per measurement")
+  ap.add_argument("--hidden", type=int, default=None,
+                  help="the quick workload at this width (as throughput.py --hidden)")
   ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
   a = ap.parse_args()
   if a.child:
-    print("RESULT " + json.dumps(_child(a.child, a.rounds)), flush=True)
+    print("RESULT " + json.dumps(_child(a.child, a.rounds, a.hidden)), flush=True)
     return 0
   trees = {"A": os.path.abspath(a.old), "B": os.path.abspath(a.new)}
   results: dict[str, list[dict]] = {"A": [], "B": []}
@@ -105,6 +109,7 @@ def main() -> int:
   for tag in a.order:
     t0 = time.time()
     proc = subprocess.run([sys.executable, __file__, a.old, a.new, "--rounds", str(a.rounds),
+                           *(["--hidden", str(a.hidden)] if a.hidden else []),
                            "--child", trees[tag]], capture_output=True, text=True, env=env,
                           check=False)
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
