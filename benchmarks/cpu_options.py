@@ -11,7 +11,7 @@ one. The variants run in turn, one pass per letter of `--order` (ABAB: four pass
 running every variant once, so a drift of the machine's speed falls on all of them). Prints per width the median round per
 variant and its ratio to `baseline` (< 1: faster). Compilation cache off.
 
-Variants: baseline (what `fedexit run` does: one CPU device per core, chunk 1 per device);
+Variants: baseline (one CPU device per core, chunk 1 per device: `fedexit run` below 256 wide);
 xnnpack / onednn (XLA:CPU's XNNPACK or oneDNN paths for dots, --xla_cpu_use_*); fast_math
 (--xla_cpu_enable_fast_math: changes numerics, reported only); eigen_1thread
 (--xla_cpu_multi_thread_eigen=false); 1device (one CPU device for the host); chunk2 (2 clients

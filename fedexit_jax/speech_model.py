@@ -43,6 +43,10 @@ class SpeechExitModel(EarlyExitModel):
   def num_layers(self) -> int:
     return self.config.num_hidden_layers
 
+  @property
+  def width(self) -> int:
+    return self.config.hidden_size
+
   def logits(self, params, inputs, input_mask, depth, heads_at):
     if self.train_feature_encoder:
       feats, fmask = wav2vec2.extract_features(self.config, params["backbone"], inputs, input_mask,

@@ -302,3 +302,28 @@ def test_time_masking_round_equals_per_client_loop_and_changes_training(setup):
   unmasked, _ = fl.run_round(state, cohort, plain)
   assert any(bool(jnp.any(jnp.abs(a - b) > 1e-4))
              for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(unmasked.params)))
+
+
+def test_default_chunk_grows_with_the_width_on_cpu(setup):
+  """CPU: one client per device at a time below 256 wide, two from 256 (measured in
+  benchmarks/cpu_options.py); accelerators 16; a model without a width keeps 1; an explicit
+  chunk_size wins; the chunk never exceeds the cohort (rounded up to the devices)."""
+  _, spec, _, _, _ = setup
+  assert simulate.default_chunk_size("cpu", 128) == 1
+  assert simulate.default_chunk_size("cpu", 255) == 1
+  assert simulate.default_chunk_size("cpu", 256) == 2
+  assert simulate.default_chunk_size("cpu", 768) == 2
+  assert simulate.default_chunk_size("cpu", None) == 1
+  assert simulate.default_chunk_size("gpu", 128) == 16
+  n = jax.device_count()
+  narrow = fl.RoundSpec(spec.client, depth_levels=(2, 4))  # 32 wide
+  assert spec.client.model.width == 32
+  assert simulate.effective_chunk_size(narrow, 64) == n
+  wide_model = SpeechExitModel(mconfig.small(hidden_size=256, intermediate_size=512,
+                                             num_attention_heads=4, num_hidden_layers=4), EXITS)
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  wide = fl.RoundSpec(dataclasses.replace(spec.client, model=wide_model), depth_levels=(2, 4))
+  assert simulate.effective_chunk_size(wide, 64) == 2 * n
+  assert simulate.effective_chunk_size(wide, 1) == n  # a one-client cohort: no padding client
+  assert LayoutOnly(EXITS, 4).width is None
+  assert simulate.effective_chunk_size(spec, 64) == -(-4 // n) * n  # explicit chunk_size 4

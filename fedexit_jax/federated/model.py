@@ -44,6 +44,12 @@ class EarlyExitModel(abc.ABC):
   layer_path: tuple[str, ...] = ("layers",)
   exit_path: tuple[str, ...] = ("heads",)
 
+  @property
+  def width(self) -> int | None:
+    """The layers' hidden width if the model has one (it sets the CPU default of how many
+    clients train together, simulate.default_chunk_size); None: unknown."""
+    return None
+
   @abc.abstractmethod
   def logits(self, params: PyTree, inputs: jax.Array, input_mask: jax.Array, depth: int,
              heads_at: tuple[int, ...]) -> jax.Array:

@@ -50,7 +50,7 @@ class RoundSpec:
   weighting: aggregation scheme, one of aggregate.SCHEMES.
   depth_levels: every depth a cohort may contain (each gets its compiled bucket); default: exits.
   chunk_size: clients trained together per step of the bucket loop (rounded up to a multiple of
-    the number of devices); None = default_chunk_size().
+    the number of devices); None = default_chunk_size() for the model's width.
   mesh: 1-D mesh whose axis "clients" shards the chunk axis; None = all devices.
   """
   client: ClientSpec
@@ -163,22 +163,32 @@ def _replicate(tree, mesh: Mesh):
   return jax.tree.map(lambda a: _global_array(a, sharding), tree)
 
 
-def default_chunk_size(backend: str | None = None) -> int:
+# Hidden width from which two clients per CPU device train together (default_chunk_size).
+WIDE_CPU_CHUNK_FROM = 256
+
+
+def default_chunk_size(backend: str | None = None, width: int | None = None) -> int:
   """Clients per chunk and device.
 
-  CPU: 1. Measured on the project's 2-core CPU (4 layers, 16 clients x 4 examples, one local step,
+  CPU: 1, and 2 for models 256 or more wide (`width`: the model's hidden size, None if unknown).
+  Measured on the project's 2-core CPU (4 layers, 16 clients x 4 examples, one local step,
   same-run steady-state times, load ~8 from other jobs): 128 wide: chunk 1 0.39 s, chunk 4
   0.58 s, chunk 16 (all) 1.12 s, per-client loop of the jitted client (run_round_reference)
   0.96 s; 256 wide, 32 clients: chunk 1 3.27 s, chunk 4 5.50 s, chunk 32 4.62 s, loop 6.78 s.
-  Batching per-client weights does not pay on CPU; running clients one after another inside one
-  compiled program does. Uneven data
+  Batching many clients' weights does not pay on CPU; running clients one after another inside
+  one compiled program does. But two at a time per device beat one from 256 wide in every pass
+  not disturbed by another benchmark, in three sittings of benchmarks/cpu_options.py (--quick
+  round, 2026-12-01, 2-core AMD EPYC): 0.81-0.89x of the round at 256 wide, 0.92x at 384, and
+  tied (1.02x) at 128. Uneven data
   (16 clients, one with 32 examples and 15 with 4, padded to 32, one epoch, batch 4, 128 wide):
   chunk 1 1.09 s, chunk 4 1.68 s, where computing the padded steps instead of skipping them
   took 4.9 s (chunk 1) and 5.1 s (chunk 4).
   Accelerators: 16 (not measured here: no GPU was available; batching is what fills a GPU).
   """
   backend = backend or jax.default_backend()
-  return 1 if backend == "cpu" else 16
+  if backend != "cpu":
+    return 16
+  return 2 if width is not None and width >= WIDE_CPU_CHUNK_FROM else 1
 
 
 def _mesh(spec: RoundSpec) -> Mesh:
@@ -190,7 +200,8 @@ def effective_chunk_size(spec: RoundSpec, cohort_size: int, one_device: bool = F
   (rounded up to the devices) so that a large chunk does not train padding clients. one_device:
   for a round that runs on one device (a replica of replicas.run_replicas)."""
   n_dev = 1 if one_device else _mesh(spec).size
-  c = spec.chunk_size if spec.chunk_size is not None else default_chunk_size() * n_dev
+  c = (spec.chunk_size if spec.chunk_size is not None
+       else default_chunk_size(width=spec.client.model.width) * n_dev)
   return math.ceil(min(c, cohort_size) / n_dev) * n_dev
 
 
