@@ -11,9 +11,9 @@ depths 3/6, 2 SGD steps of batch 4 on 0.5 s clips; `--hidden` widens it as throu
 Ops are put in classes (matmul, convolution, elementwise/fused, reductions, copies and layout,
 slicing, collectives across the CPU devices (their time includes waiting for the other device),
 other); the table gives each class's share of the op time and, for matmuls, the
-FLOP rate their time implies (the round's analytic FLOPs, which are almost all matmul FLOPs,
-over the time in matmul ops: an upper bound on their true rate). A 2048^2 matmul's FLOP/s in the
-same run sets the scale. The PyTorch side includes the frozen CNN's forward on raw audio, which
+FLOP rate per core their time implies (the round's analytic FLOPs, which are almost all matmul
+FLOPs, over the time in matmul ops summed over threads: an upper bound on their true rate). A
+2048^2 matmul's FLOP/s per core in the same run sets the scale. The PyTorch side includes the frozen CNN's forward on raw audio, which
 the engine caches: its convolution row is the FLOPs the engine saves.
 """
 from __future__ import annotations
@@ -164,7 +164,7 @@ def main() -> int:
 
   from fedexit_jax import runtime  # pylint: disable=import-outside-toplevel
   runtime.use_cpu_devices("auto")
-  from benchmarks import limits, throughput  # pylint: disable=import-outside-toplevel
+  from benchmarks import common, limits, throughput  # pylint: disable=import-outside-toplevel
   w = throughput.plan("quick").headline
   if a.hidden:
     w = throughput.widen(w, a.hidden)
@@ -179,9 +179,10 @@ def main() -> int:
   res["matmul"] = limits.matmul_flops(2048, 3)
 
   mm = res["matmul"]["flops_per_s"]
+  cores = common.num_cores()  # the big matmul runs on every core; op times are per core
   print(f"\nhidden {res['hidden']}, {w.num_clients} clients, {a.rounds} profiled rounds; "
         f"engine round FLOPs {flops / 1e9:.2f} G (the PyTorch loop adds the CNN's forward); "
-        f"2048^2 matmul in this run: {mm / 1e9:.1f} GFLOP/s")
+        f"2048^2 matmul in this run: {mm / 1e9:.1f} GFLOP/s on {cores} cores")
   rows = [("engine", res["engine"], engine_class)]
   if with_torch:
     rows.append(("PyTorch loop, 1 thread", res["torch"], torch_class))
@@ -195,9 +196,10 @@ def main() -> int:
   for label, r, cls in rows:
     c = by_class(r["ops"], cls)
     rate = flops / c["matmul"] if c["matmul"] else float("nan")
-    print(f"\n{label}: {c['matmul']:.3f} s per round in matmul ops -> at most "
-          f"{rate / 1e9:.1f} GFLOP/s on the engine's matmul FLOPs "
-          f"({100 * rate / mm:.0f}% of the 2048^2 matmul); top ops (self time per round):")
+    print(f"\n{label}: {c['matmul']:.3f} core-s per round in matmul ops -> at most "
+          f"{rate / 1e9:.1f} GFLOP/s per core on the engine's round FLOPs "
+          f"({100 * rate / (mm / cores):.0f}% of the 2048^2 matmul's rate per core); "
+          "top ops (self time per round, summed over threads):")
     for name, t in sorted(r["ops"].items(), key=lambda kv: -kv[1])[:a.top]:
       print(f"  {t * 1e3:9.1f} ms  {cls(name):12s} {name[:90]}")
   if a.out:

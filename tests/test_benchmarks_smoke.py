@@ -117,3 +117,27 @@ def test_padding_fills_by_hand():
   assert f["_sorted_mean_len"] == pytest.approx((4 + 1) / 2 / 4)
   config.batch_size = 1
   assert padding.fills(config, cd)["sorted batches"] == pytest.approx(1.0)
+
+
+def test_profile_round_self_times_and_classes():
+  """benchmarks/profile_round.py: an op's self time is its duration less its direct children's
+  on the same thread (hand-made trace); the op classes follow XLA:CPU's and aten's names."""
+  from benchmarks import profile_round as pr  # pylint: disable=import-outside-toplevel
+  ev = [
+      {"ph": "X", "name": "while", "ts": 0.0, "dur": 100.0, "pid": 1, "tid": 1},
+      {"ph": "X", "name": "ynn_fusion.3", "ts": 10.0, "dur": 30.0, "pid": 1, "tid": 1},
+      {"ph": "X", "name": "copy.1", "ts": 50.0, "dur": 10.0, "pid": 1, "tid": 1},
+      {"ph": "X", "name": "add_fusion", "ts": 52.0, "dur": 5.0, "pid": 1, "tid": 1},  # in copy.1
+      {"ph": "X", "name": "ynn_fusion.3", "ts": 20.0, "dur": 7.0, "pid": 1, "tid": 2},
+      {"ph": "i", "name": "marker", "ts": 5.0, "pid": 1, "tid": 1},  # not a complete event
+  ]
+  got = pr.self_times(ev)
+  assert got == {"while": 60.0, "ynn_fusion.3": 37.0, "copy.1": 5.0, "add_fusion": 5.0}
+  assert [pr.engine_class(n) for n in ("ynn_fusion.76", "dot.267", "all-reduce.2604",
+                                       "copy_bitcast_fusion.31", "dynamic-slice_bitcast_fusion.7",
+                                       "add_select_fusion.39", "reduce.4", "Rendezvous")] == [
+      "matmul", "matmul", "collective", "copy/layout", "slicing", "elementwise", "reduction",
+      "other"]
+  assert [pr.torch_class(n) for n in ("aten::mm", "aten::addmm", "aten::mkldnn_convolution",
+                                      "aten::gelu", "aten::copy_", "aten::sum")] == [
+      "matmul", "matmul", "convolution", "elementwise", "copy/layout", "reduction"]
