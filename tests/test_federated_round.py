@@ -205,6 +205,25 @@ def test_streamed_depth_accumulation_equals_masked_tree_mean(naive, deep):
     h1 = 2.5 * h1 / 5.5
   np.testing.assert_allclose(streamed["heads"]["b"][0], h1, rtol=1e-5)
 
+  # Per-device partial sums (groups=2, what a round spread over 2 devices keeps): a chunk of two
+  # depth-1 clients goes one to each partial, then a depth-3 chunk of [client, padding] (w = 0).
+  # Each partial holds its own clients only; their sum is the single accumulator's.
+  acc2 = jax.tree.map(lambda a: jnp.zeros((2,) + a.shape, a.dtype),
+                      aggregate.Accumulator(jax.tree.map(jnp.zeros_like, full),
+                                            trees.zero_denominator(model, full)))
+  acc2 = simulate._accumulate_depth(model, acc2, d1, w1, 1, naive, deep, groups=2)
+  pad = jax.tree.map(lambda x: jnp.concatenate([x, 100.0 + jnp.zeros_like(x)]), d3)
+  acc2 = simulate._accumulate_depth(model, acc2, pad, jnp.array([3.0, 0.0]), 3, naive, deep,
+                                    groups=2)
+  w_part0 = acc2.numerator["backbone"]["encoder"]["layers"]["w"][0, 0]  # layer 1, first partial
+  np.testing.assert_allclose(w_part0, 2.0 * d1["backbone"]["encoder"]["layers"]["w"][0, 0]
+                             + 3.0 * d3["backbone"]["encoder"]["layers"]["w"][0, 0], rtol=1e-6)
+  np.testing.assert_allclose(acc2.numerator["backbone"]["encoder"]["layers"]["w"][1, 0],
+                             0.5 * d1["backbone"]["encoder"]["layers"]["w"][1, 0], rtol=1e-6)
+  summed = jax.tree.map(lambda a: jnp.sum(a, axis=0), acc2)
+  assert_trees_close(summed, acc)
+  assert_trees_close(aggregate.finalize(summed, full), streamed)
+
 
 def test_depth3_client_step_costs_about_a_quarter_of_depth12():
   cfg = tiny_config(layers=12)
