@@ -3,10 +3,10 @@ device split, the persistent compilation cache and, for multi-process runs, join
 processes. `train.train_and_evaluate` applies them first thing.
 
 CPU devices: on CPU the engine runs one client (two from 256 wide) per device at a time, so one
-device per core uses every core. XLA:CPU runs a client's small matrices on one core; splitting the host into several CPU
-devices lets the round's sharded chunk axis put a client on each core at once (measured back to
-back on the project's 2-core box with `benchmarks/throughput.py --quick`: a 32-client round
-0.711 s on one device, 0.431 s on two).
+device per core uses every core. XLA:CPU runs a client's small matrices on one core; splitting
+the host into several CPU devices lets the round's sharded chunk axis put a client on each core
+at once (measured back to back on the project's 2-core box with `benchmarks/throughput.py
+--quick`: a 32-client round 0.711 s on one device, 0.431 s on two).
 
 Compilation cache: a round program takes tens of seconds to compile on a laptop CPU and the same
 config compiles to the same program, so compiled programs are kept on disk (JAX's persistent
