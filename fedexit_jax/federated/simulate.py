@@ -253,32 +253,30 @@ def _accumulate_depth(model, acc: aggregate.Accumulator, delta: PyTree, w: jax.A
   `_finish` sums the partials once per round. (Summing each chunk into one replicated
   accumulator was an all-reduce per chunk: 12% of a 256-wide round's op time on 2 CPU devices,
   benchmarks/README.md "Where the time goes".)"""
-  if groups > 1:
-    lead = lambda x: x.reshape((groups, -1) + x.shape[1:])  # pylint: disable=unnecessary-lambda-assignment
-    wg = lead(w)
-    wsum = jnp.sum(wg, axis=1)  # [groups]
-    sum_fn = jax.vmap(lambda x, v: aggregate.client_sum(x, v.reshape((-1,) + (1,) * (x.ndim - 1))))
-    rows_at = lambda rows: (slice(None), slice(rows[0], rows[1]))  # pylint: disable=unnecessary-lambda-assignment
-    bcast = lambda a: wsum.reshape((groups,) + (1,) * (a.ndim - 1))  # pylint: disable=unnecessary-lambda-assignment
-  else:
-    lead = lambda x: x  # pylint: disable=unnecessary-lambda-assignment
-    wg = w
-    wsum = jnp.sum(w)
-    sum_fn = lambda x, v: aggregate.client_sum(x, v.reshape((-1,) + (1,) * (x.ndim - 1)))  # pylint: disable=unnecessary-lambda-assignment
-    rows_at = lambda rows: slice(rows[0], rows[1])  # pylint: disable=unnecessary-lambda-assignment
-    bcast = lambda a: wsum  # pylint: disable=unnecessary-lambda-assignment
+  def split(x):  # [chunk, ...] -> [groups, chunk / groups, ...] (groups == 1: unchanged)
+    return x if groups == 1 else x.reshape((groups, -1) + x.shape[1:])
+
+  def weighted_sum(x, v):
+    return aggregate.client_sum(x, v.reshape((-1,) + (1,) * (x.ndim - 1)))
+
+  def at_rows(a, rows):  # the trained rows of every partial sum
+    return a.at[rows[0]:rows[1]] if groups == 1 else a.at[:, rows[0]:rows[1]]
+
+  sums = weighted_sum if groups == 1 else jax.vmap(weighted_sum)
+  wg = split(w)
+  wsum = jnp.sum(wg, axis=-1)  # a scalar, or one per partial sum
 
   def num(path, a, x):
-    s = sum_fn(lead(x), wg)
+    s = sums(split(x), wg)
     rows = trees.row_range(model, path, depth, deepest_only)
-    return a + s if rows is None else a.at[rows_at(rows)].add(s)
+    return a + s if rows is None else at_rows(a, rows).add(s)
 
   def den(path, a):
-    ws = bcast(a)
+    ws = wsum if groups == 1 else wsum.reshape((groups,) + (1,) * (a.ndim - 1))
     rows = trees.row_range(model, path, depth, deepest_only)
     if rows is None or naive is True:
       return a + ws
-    trained_only = a.at[rows_at(rows)].add(ws)
+    trained_only = at_rows(a, rows).add(ws)
     return trained_only if naive is False else jnp.where(naive > 0, a + ws, trained_only)
 
   return aggregate.Accumulator(
@@ -366,16 +364,16 @@ def _finish(spec: RoundSpec, state: server.ServerState, rng: jax.Array, acc, buf
 
 def _round(spec: RoundSpec, state, chunks, bounds, slots, dataset, scheme=None, constrain=True):
   rng, round_key = jax.random.split(state.rng)
-  acc, bufs = _start(spec.client.model, state.params, *chunks[2].shape,
-                     groups=_groups(spec, constrain))
-  if _groups(spec, constrain) > 1:
+  groups = _groups(spec, constrain)
+  acc, bufs = _start(spec.client.model, state.params, *chunks[2].shape, groups=groups)
+  if groups > 1:  # each device's partial sum on that device
     acc = jax.lax.with_sharding_constraint(acc, NamedSharding(_mesh(spec), P(AXIS)))
   carry = (acc, bufs)
   for li, d in enumerate(spec.depth_levels):
     body = functools.partial(_chunk_step, spec, d, state.params, round_key, chunks, dataset,
                              scheme, constrain)
     carry = jax.lax.fori_loop(bounds[li, 0], bounds[li, 1], body, carry)
-  return _finish(spec, state, rng, *carry, slots, _groups(spec, constrain))
+  return _finish(spec, state, rng, *carry, slots, groups)
 
 
 @functools.lru_cache(maxsize=None)
