@@ -65,8 +65,8 @@ def torch_class(name: str) -> str:
     return "convolution"
   if any(k in n for k in ("sum", "mean", "softmax", "norm", "var", "std", "max")):
     return "reduction"
-  if any(k in n for k in ("copy", "transpose", "permute", "contiguous", "view", "reshape",
-                          "clone", "cat", "pad", "expand", "t(", "aten::t")):
+  if n == "aten::t" or any(k in n for k in ("copy", "transpose", "permute", "contiguous", "view",
+                                             "reshape", "clone", "cat", "pad", "expand")):
     return "copy/layout"
   if any(k in n for k in ("slice", "select", "index", "narrow", "split", "chunk")):
     return "slicing"

@@ -139,5 +139,7 @@ def test_profile_round_self_times_and_classes():
       "matmul", "matmul", "collective", "copy/layout", "slicing", "elementwise", "reduction",
       "other"]
   assert [pr.torch_class(n) for n in ("aten::mm", "aten::addmm", "aten::mkldnn_convolution",
-                                      "aten::gelu", "aten::copy_", "aten::sum")] == [
-      "matmul", "matmul", "convolution", "elementwise", "copy/layout", "reduction"]
+                                      "aten::gelu", "aten::copy_", "aten::sum", "aten::t",
+                                      "aten::tanh")] == [
+      "matmul", "matmul", "convolution", "elementwise", "copy/layout", "reduction", "copy/layout",
+      "elementwise"]
