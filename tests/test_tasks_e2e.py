@@ -121,3 +121,23 @@ def test_time_masking_runs_end_to_end(cache, tmp_path):
   rows = metrics.read_metrics(tmp_path / "run")
   assert [r["round"] for r in rows] == [1, 2] and all(np.isfinite(r["train_loss"]) for r in rows)
   assert set(result["wer"]) == {"2", "4"}
+
+
+def test_central_exit_trains_one_exit_on_the_pooled_data(cache, capsys):
+  """experiments/central_exit.py on the tiny ASR corpus: one JSON row per evaluation with the
+  task's metrics at the chosen exit; an exit layer that is not one is a clear error."""
+  sys.path.insert(0, str(config_utils.configs_dir().parent / "experiments"))
+  import central_exit  # pylint: disable=import-outside-toplevel
+  os.environ["FEDEXIT_CACHE"] = str(cache)
+  args = ["--config", str(config_utils.configs_dir() / "asr.py"), "--depth", "2", "--steps", "4",
+          "--every", "2", "--learning-rate", "1e-3"]
+  args += [f"--config.{o}" for o in TINY_MODEL + TASKS["asr"]]
+  assert central_exit.main(args) == 0
+  rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+          if line.startswith("{")]
+  assert [r["step"] for r in rows] == [2, 4]
+  for r in rows:
+    assert np.isfinite(r["train_loss"]) and 0.0 <= r["cer"] <= 2.0 and 0.0 <= r["wer"] <= 2.0
+  with pytest.raises(SystemExit):
+    central_exit.main(args[:2] + ["--depth", "3"] + args[4:])
+  assert "--depth 3 is not an exit layer" in capsys.readouterr().err
