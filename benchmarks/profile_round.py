@@ -13,8 +13,9 @@ slicing, collectives across the CPU devices (their time includes waiting for the
 other); the table gives each class's share of the op time and, for matmuls, the
 FLOP rate per core their time implies (the round's analytic FLOPs, which are almost all matmul
 FLOPs, over the time in matmul ops summed over threads: an upper bound on their true rate). A
-2048^2 matmul's FLOP/s per core in the same run sets the scale. The PyTorch side includes the frozen CNN's forward on raw audio, which
-the engine caches: its convolution row is the FLOPs the engine saves.
+2048^2 matmul's FLOP/s per core in the same run sets the scale. The PyTorch side includes the
+frozen CNN's forward on raw audio, which the engine caches: its convolution row is the FLOPs the
+engine saves.
 """
 from __future__ import annotations
 

@@ -8,8 +8,9 @@ cannot, and is cheap (the frozen CNN's features are cached once, as in a run).
 
 Prints one JSON line per evaluation: step, mean training loss over the last `--every` steps, the
 task's metrics at the exit (e.g. wer / cer, fractions) and seconds since the first step.
-Batches are drawn uniformly from the pooled training utterances (seeded by config.seed); Adam
-(the heads at --head-learning-rate if given), no federation, no server.
+Batches are drawn uniformly from the pooled training utterances (seeded by config.seed); the
+config's client optimizer (Adam by default; the heads at --head-learning-rate if given), one
+state for the whole run, no federation, no server.
 """
 from __future__ import annotations
 
@@ -43,10 +44,10 @@ def train_exit(config, depth: int, steps: int, learning_rate: float, head_learni
   labels, test_labels = task.labels(corpus.train), task.labels(corpus.test)
   model = pipeline.round_spec(config, encoder, (depth,)).client.model
   row = exits.index(depth)
-  hlr = learning_rate if head_learning_rate is None else head_learning_rate
-  opt = optax.multi_transform({"heads": optax.adam(hlr), "backbone": optax.adam(learning_rate)},
-                              lambda t: {k: jax.tree.map(lambda _, k=k: k, v)
-                                         for k, v in t.items()})
+  with config.unlocked():
+    config.client_optimizer.learning_rate = learning_rate
+    config.client_optimizer.head_learning_rate = head_learning_rate
+  opt = pipeline.client_optimizer(config.client_optimizer)  # a run's client optimizer
 
   def loss_fn(p, x, m, y):
     heads = jax.tree.map(lambda a: a[row:row + 1], p["heads"])
