@@ -23,7 +23,8 @@ Two recipes (`PretrainSpec.recipe`, `RECIPES`):
   run ended at 42.6% / 33.4% error against 20.1% / 16.8%).
 
 No labels are read: the audio is a synthetic corpus from another seed, so its speakers are not
-the default run's.
+the default run's. It is 1 s keyword clips (Speech Commands layout) or, for a backbone meant for
+sentences, the ASR grammar's sentences (LibriSpeech layout) cut into fixed windows (`windows`).
 """
 from __future__ import annotations
 
@@ -132,6 +133,24 @@ def hubert_span_mask(rng: jax.Array, shape: tuple[int, int], prob: float, span: 
   ranks = jnp.argsort(jnp.argsort(jax.random.uniform(k_pos, (b, m)), axis=1), axis=1)
   starts = jnp.pad(ranks < num, ((0, 0), (0, t - m)))
   return _cover(starts, span)
+
+
+def windows(waveforms: np.ndarray, lengths: np.ndarray, size: int) -> np.ndarray:
+  """Fixed-length pretraining rows [M, size] from utterances of any length ([N, S] padded,
+  `lengths` real samples): each utterance's back-to-back `size`-sample windows from its start,
+  plus one ending at its last sample when the leftover is at least half a window (it overlaps the
+  one before). Utterances shorter than `size` are left out: the pretraining step has no padding
+  mask, and a padded row would teach the model silence."""
+  rows = []
+  for x, n in zip(waveforms, np.asarray(lengths)):
+    n = int(n)
+    starts = list(range(0, n - size + 1, size))
+    if starts and n - (starts[-1] + size) >= size // 2:
+      starts.append(n - size)
+    rows += [x[s:s + size] for s in starts]
+  if not rows:
+    raise ValueError(f"every utterance is shorter than the {size}-sample window; shorten it")
+  return np.stack(rows).astype(np.float32)
 
 
 # ---- model and loss ------------------------------------------------------------------------------
@@ -284,12 +303,21 @@ def add_arguments(parser) -> None:
                            "cosine logits; exits: the loss at every exit layer, unmasked frames "
                            "at 0.5 (how builtin:small_ssl_exits was made)")
   parser.add_argument("--corpus", default=None, metavar="DIR",
-                      help="a Speech Commands-layout folder whose audio (all of it, labels "
-                           "unused) is the pretraining data; default: a synthetic corpus made "
-                           "from --corpus-seed, whose speakers differ from the default run's")
+                      help="a folder in --layout whose audio (all of it, labels and transcripts "
+                           "unused) is the pretraining data; default: a synthetic corpus in that "
+                           "layout made from --corpus-seed, whose speakers differ from the runs'")
+  parser.add_argument("--layout", choices=LAYOUTS, default="speech_commands",
+                      help="speech_commands (default): 1 s clips, the synthetic default is "
+                           "keywords (how builtin:small_ssl was made); librispeech: sentences "
+                           "(train-clean-100 of --corpus, or synthetic sentences of the ASR "
+                           "grammar), cut into --window-seconds windows")
+  parser.add_argument("--window-seconds", type=float, default=2.0,
+                      help="librispeech layout: length of the pretraining windows cut from each "
+                           "sentence (shorter sentences are left out)")
   parser.add_argument("--corpus-seed", type=int, default=1,
                       help="seed of the synthetic pretraining corpus (the default run uses 0)")
-  parser.add_argument("--speakers", type=int, default=96, help="speakers in that corpus")
+  parser.add_argument("--speakers", type=int, default=None,
+                      help="speakers in that corpus (default: 96 keyword speakers, 100 readers)")
   parser.add_argument("--preset", default="small", help="encoder preset to pretrain")
   parser.add_argument("--steps", type=int, default=d.steps)
   parser.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -311,28 +339,55 @@ def spec_from_args(args, num_hidden_layers: int) -> PretrainSpec:
   return dataclasses.replace(spec, **changes)
 
 
+LAYOUTS = ("speech_commands", "librispeech")
+
+
+def load_audio(args) -> tuple[np.ndarray, dict]:
+  """The pretraining rows [N, S] of --corpus (or the synthetic default) in --layout, and the
+  corpus's description for pretrain.json."""
+  from fedexit_jax import config_utils  # pylint: disable=import-outside-toplevel
+  from fedexit_jax.data import (librispeech, speech_commands, synth,  # pylint: disable=import-outside-toplevel
+                                synth_tasks)
+
+  corpus, sentences = args.corpus, args.layout == "librispeech"
+  corpus_args = {"folder": corpus, "layout": args.layout}
+  if corpus is None:
+    cache = config_utils.cache_root()
+    if sentences:
+      n = args.speakers or 100
+      corpus_args = dict(num_speakers=n, per_speaker=30, seed=args.corpus_seed,
+                         test_fraction=0.0)
+      corpus = synth_tasks.synthesize_librispeech(
+          cache / f"synth-pretrain-asr-s{args.corpus_seed}-n{n}", **corpus_args)
+      corpus_args["layout"] = args.layout
+    else:
+      n = args.speakers or 96
+      corpus_args = dict(num_speakers=n, per_word=2, unknown_per_speaker=8,
+                         seed=args.corpus_seed, val_fraction=0.0, test_fraction=0.0)
+      corpus = synth.synthesize_corpus(cache / f"synth-pretrain-s{args.corpus_seed}-n{n}",
+                                       **corpus_args)
+  if not sentences:
+    return np.asarray(speech_commands.load_folder(corpus, label_set="35",
+                                                  silence_fraction=0.0).waveforms), corpus_args
+  data = librispeech.load(corpus, splits=("train-clean-100",), max_seconds=40.0)
+  size = int(round(args.window_seconds * 16000))
+  corpus_args.update(window_seconds=args.window_seconds, num_sentences=len(data.lengths))
+  return windows(np.asarray(data.waveforms), data.lengths, size), corpus_args
+
+
 def main(args) -> int:
-  from fedexit_jax import config_utils, runtime  # pylint: disable=import-outside-toplevel
+  from fedexit_jax import runtime  # pylint: disable=import-outside-toplevel
   from fedexit_jax.convert import saved  # pylint: disable=import-outside-toplevel
-  from fedexit_jax.data import speech_commands, synth  # pylint: disable=import-outside-toplevel
   from fedexit_jax.models import config as model_config  # pylint: disable=import-outside-toplevel
 
   runtime.use_compilation_cache("auto")  # before the step compiles
   out = Path(args.out)
   if out.exists():
     raise FileExistsError(f"{out} already exists; choose a new folder")
-  corpus = args.corpus
-  corpus_args = {"folder": corpus}
-  if corpus is None:
-    corpus_args = dict(num_speakers=args.speakers, per_word=2, unknown_per_speaker=8,
-                       seed=args.corpus_seed, val_fraction=0.0, test_fraction=0.0)
-    corpus = synth.synthesize_corpus(
-        config_utils.cache_root() / f"synth-pretrain-s{args.corpus_seed}-n{args.speakers}",
-        **corpus_args)
-  data = speech_commands.load_folder(corpus, label_set="35", silence_fraction=0.0)
+  waveforms, corpus_args = load_audio(args)
   config = model_config.get_preset(args.preset)
   spec = spec_from_args(args, config.num_hidden_layers)
-  params, report = pretrain(config, np.asarray(data.waveforms), spec, seed=args.seed)
+  params, report = pretrain(config, waveforms, spec, seed=args.seed)
   saved.save_converted(out, config, params)
   report.update(corpus=corpus_args, preset=args.preset, machine=_machine())
   (out / "pretrain.json").write_text(json.dumps(report, indent=1))

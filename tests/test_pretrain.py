@@ -18,6 +18,7 @@ from fedexit_jax import convert
 from fedexit_jax.convert import saved
 from fedexit_jax.models import config as mconfig
 from fedexit_jax.models import wav2vec2
+from tests.test_data_librispeech import make_librispeech
 from tests.test_data_speech_commands import make_mini_folder
 
 TINY = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
@@ -207,8 +208,34 @@ def test_cli_pretrain_writes_a_checkpoint_the_run_can_load(tmp_path):
   report = json.loads((out / "pretrain.json").read_text())
   assert report["spec"]["recipe"] == "hubert" and report["spec"]["exits"] == [12]
   assert report["spec"]["num_clusters"] == 4 and "cores" in report["machine"]
-  assert report["corpus"] == {"folder": corpus} and len(report["history"]) == 2
+  assert report["corpus"] == {"folder": corpus, "layout": "speech_commands"}
+  assert len(report["history"]) == 2
   assert cli.main(["pretrain", "--corpus", corpus, "--out", str(out)]) == 2  # never overwrites
+
+
+def test_windows_cut_sentences_into_back_to_back_rows_and_a_last_one_at_the_end():
+  x = np.arange(2 * 10, dtype=np.float32).reshape(2, 10)
+  rows = pretrain.windows(x, np.array([10, 3]), 4)  # 10 samples: 0-3, 4-7, leftover 2 >= 4 // 2
+  np.testing.assert_array_equal(rows, [[0, 1, 2, 3], [4, 5, 6, 7], [6, 7, 8, 9]])  # row 2: short
+  assert pretrain.windows(x, np.array([9, 8]), 4).tolist() == [  # leftover 1 < 2: dropped
+      [0, 1, 2, 3], [4, 5, 6, 7], [10, 11, 12, 13], [14, 15, 16, 17]]
+  with pytest.raises(ValueError, match="shorter than the 4-sample window"):
+    pretrain.windows(x, np.array([3, 2]), 4)
+
+
+def test_cli_pretrains_on_sentences_in_the_librispeech_layout(tmp_path):
+  corpus = make_librispeech(tmp_path / "LibriSpeech")  # train-clean-100: 1.0 s, 2.5 s, 0.5 s
+  out = tmp_path / "ssl"
+  assert cli.main(["pretrain", "--corpus", corpus, "--layout", "librispeech",
+                   "--window-seconds", "1.0", "--recipe", "exits", "--out", str(out), "--steps",
+                   "2", "--batch-size", "2", "--num-clusters", "4"]) == 0
+  report = json.loads((out / "pretrain.json").read_text())
+  assert report["corpus"] == {"folder": corpus, "layout": "librispeech", "window_seconds": 1.0,
+                              "num_sentences": 3}
+  assert report["num_utterances"] == 4  # 1.0 s: one window; 2.5 s: three; 0.5 s: none
+  assert report["spec"]["exits"] == [3, 6, 9, 12] and len(report["history"]) == 2
+  enc, _ = saved.load_converted(out)
+  assert enc == mconfig.small()
 
 
 @pytest.mark.parametrize("name,recipe", [("small_ssl", "exits"), ("small_ssl_exits", "exits"),
