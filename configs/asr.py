@@ -25,6 +25,7 @@ def get_config():
   c.data.test_fraction = 0.1  # of the speakers (held out): 10 readers, 300 sentences
   c.data.max_seconds = 4.0  # longer sentences are left out, not cut (a cut one's transcript is wrong)
   c.data.partition = "per_speaker"
+  c.model.checkpoint = "builtin:small_ssl_sentences"  # pretrained on sentences, not keywords
   c.model.exits = (3, 6, 9, 12)
   c.tiers = [dict(fraction=0.5, max_depth=3, speed=1.0), dict(fraction=0.5, max_depth=9, speed=3.0)]
   c.clients_per_round = 4

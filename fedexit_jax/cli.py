@@ -142,7 +142,9 @@ def _pretrain_parser(sub) -> None:
       description="Masked prediction of k-means MFCC codes (HuBERT's first iteration) on "
                   "unlabelled audio; writes a folder usable as --config.model.checkpoint. The "
                   "default run's built-in `builtin:small_ssl` was made with `--recipe exits`; "
-                  "`builtin:small_ssl_hubert` with the defaults below.",
+                  "`builtin:small_ssl_hubert` with the defaults below; ASR's "
+                  "`builtin:small_ssl_sentences` with `--recipe exits --layout librispeech "
+                  "--batch-size 16`.",
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   pretrain.add_arguments(p)
 

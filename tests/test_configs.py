@@ -51,6 +51,14 @@ def test_default_config_values():
   assert c.weighting == "paper" and c.model.freeze_feature_encoder is True
 
 
+def test_asr_starts_from_the_backbone_pretrained_on_sentences():
+  from fedexit_jax import convert
+  c = cu.load_config(REPO / "configs" / "asr.py")
+  assert c.model.checkpoint == "builtin:small_ssl_sentences"
+  assert (convert.resolve_builtin(c.model.checkpoint) / "pretrain.json").is_file()
+  assert cu.load_config(REPO / "configs" / "sid.py").model.checkpoint == "builtin:small_ssl"
+
+
 def test_paper_configs_differ_in_classes_and_use_base_checkpoint():
   k12 = cu.load_config(REPO / "configs" / "paper_kws12.py")
   k35 = cu.load_config(REPO / "configs" / "paper_kws35.py")

@@ -239,19 +239,26 @@ def test_cli_pretrains_on_sentences_in_the_librispeech_layout(tmp_path):
 
 
 @pytest.mark.parametrize("name,recipe", [("small_ssl", "exits"), ("small_ssl_exits", "exits"),
-                                         ("small_ssl_hubert", "hubert")])
+                                         ("small_ssl_hubert", "hubert"),
+                                         ("small_ssl_sentences", "exits")])
 def test_builtin_checkpoints_are_the_small_preset_pretrained_on_other_speakers(name, recipe):
   path = convert.resolve_builtin("builtin:" + name)
   enc, params = saved.load_converted(path)
   assert enc == mconfig.small()
   report = json.loads((path / "pretrain.json").read_text())
   spec = pretrain.PretrainSpec(**{**report["spec"], "exits": tuple(report["spec"]["exits"])})
-  assert spec == dataclasses.replace(pretrain.RECIPES[recipe], exits=spec.exits)
+  # the recipe's spec; the sentence backbone ran twice the steps at half the batch of 1 s clips'
+  # (its rows are 2 s windows, so the same frames per step)
+  steps, batch = (3000, 16) if name == "small_ssl_sentences" else (1500, 32)
+  assert spec == dataclasses.replace(pretrain.RECIPES[recipe], exits=spec.exits, steps=steps,
+                                     batch_size=batch)
   assert spec.exits == pretrain.RECIPES[recipe].exits
-  assert report["history"][-1]["step"] == spec.steps - 1 == 1499
+  assert report["history"][-1]["step"] == spec.steps - 1
   # The default run's corpus is made from data.seed 0; the pretraining corpus from another seed,
   # so no speaker of the default run (client or test) was heard in pretraining.
   assert report["corpus"]["seed"] != 0
+  assert report["corpus"].get("layout", "speech_commands") == (
+      "librispeech" if name == "small_ssl_sentences" else "speech_commands")
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
   with pytest.raises(ValueError, match="unknown built-in"):
     convert.resolve_builtin("builtin:nope")

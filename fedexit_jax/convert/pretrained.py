@@ -29,7 +29,9 @@ _ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # ships beside it.
 BUILTIN = {"small_ssl": _ASSETS / "small_ssl",  # the default: recipe "exits"
            "small_ssl_exits": _ASSETS / "small_ssl",  # the same checkpoint, named by its recipe
-           "small_ssl_hubert": _ASSETS / "small_ssl_hubert"}  # recipe "hubert"
+           "small_ssl_hubert": _ASSETS / "small_ssl_hubert",  # recipe "hubert"
+           # recipe "exits" on sentences (`--layout librispeech`): ASR's default backbone
+           "small_ssl_sentences": _ASSETS / "small_ssl_sentences"}
 
 
 
