@@ -350,7 +350,7 @@ def load_audio(args) -> tuple[np.ndarray, dict]:
                                 synth_tasks)
 
   corpus, sentences = args.corpus, args.layout == "librispeech"
-  corpus_args = {"folder": corpus, "layout": args.layout}
+  corpus_args = {"folder": corpus}
   if corpus is None:
     cache = config_utils.cache_root()
     if sentences:
@@ -359,17 +359,17 @@ def load_audio(args) -> tuple[np.ndarray, dict]:
                          test_fraction=0.0)
       corpus = synth_tasks.synthesize_librispeech(
           cache / f"synth-pretrain-asr-s{args.corpus_seed}-n{n}", **corpus_args)
-      corpus_args["layout"] = args.layout
     else:
       n = args.speakers or 96
       corpus_args = dict(num_speakers=n, per_word=2, unknown_per_speaker=8,
                          seed=args.corpus_seed, val_fraction=0.0, test_fraction=0.0)
       corpus = synth.synthesize_corpus(cache / f"synth-pretrain-s{args.corpus_seed}-n{n}",
                                        **corpus_args)
+  corpus_args["layout"] = args.layout
   if not sentences:
     return np.asarray(speech_commands.load_folder(corpus, label_set="35",
                                                   silence_fraction=0.0).waveforms), corpus_args
-  data = librispeech.load(corpus, splits=("train-clean-100",), max_seconds=40.0)
+  data = librispeech.load(corpus, splits=("train-clean-100",))  # a cut sentence is still audio
   size = int(round(args.window_seconds * 16000))
   corpus_args.update(window_seconds=args.window_seconds, num_sentences=len(data.lengths))
   return windows(np.asarray(data.waveforms), data.lengths, size), corpus_args
