@@ -90,6 +90,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.checkpoint = "builtin:small_ssl"
   c.model.exits = (3, 6, 9, 12)  # 1-based Transformer layers with an exit head
   c.model.freeze_feature_encoder = True  # frozen CNN: its features are computed once and cached
+  # Taps of the temporal convolution in the per-frame ("frames", CTC) exit heads; 3 frames =
+  # 60 ms of context. Classification heads ignore it.
+  c.model.frame_head_kernel = 3
 
   # Device tiers: fraction of clients, deepest exit they train, relative compute speed (used only
   # by the simulated wall-clock). The paper: half the clients at layer 3, half at the best layer.

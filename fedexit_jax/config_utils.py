@@ -339,10 +339,14 @@ def validate_config(config: ml_collections.ConfigDict,
             "stop_after_excluded_rounds",
             "max_checkpoints", "clients_per_round", "batch_size", "local_epochs",
             "client_optimizer.learning_rate", "server_optimizer.learning_rate",
-            "data.num_clients", "data.clip_seconds", "accounting.flops_per_second")
+            "data.num_clients", "data.clip_seconds", "accounting.flops_per_second",
+            "model.frame_head_kernel")
   _positive(config, "local_steps", "client_optimizer.head_learning_rate", allow_none=True)
   if config.fedprox_mu < 0 or config.distill_weight < 0 or config.distill_temperature <= 0:
     raise ConfigError("fedprox_mu and distill_weight must be >= 0 and distill_temperature > 0")
+  if not isinstance(config.model.frame_head_kernel, int):
+    raise ConfigError(f"model.frame_head_kernel must be a whole number of frames, got "
+                      f"{config.model.frame_head_kernel!r}")
   _choice(config.task, TASKS, "task")
   _choice(config.weighting, WEIGHTINGS, "weighting")
   _choice(config.loss, LOSSES, "loss")

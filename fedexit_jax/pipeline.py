@@ -164,7 +164,8 @@ def init_model(config: ml_collections.ConfigDict, encoder: EncoderConfig, rng: j
     check_against_checkpoint(config, encoder)
   task = task_of(config)
   head_params = heads.init_heads(k_heads, task.head, encoder.hidden_size,
-                                 task.num_outputs(config, corpus), len(config.model.exits))
+                                 task.num_outputs(config, corpus), len(config.model.exits),
+                                 frame_kernel=config.model.frame_head_kernel)
   return encoder, params, head_params
 
 

@@ -41,6 +41,23 @@ def test_init_exit_heads_shapes():
   assert p["kernel"].shape == (4, 16, 5) and p["bias"].shape == (4, 5)
 
 
+@pytest.mark.parametrize("taps,want", [
+    # x = (1, 2, 0): frame 2 is padding, zeroed first. Tap j reads frame t + j - taps // 2.
+    ((1.0, 10.0, 100.0), (10 + 200, 1 + 20, 2)),  # odd: one frame of context each side
+    ((1.0, 10.0, 100.0, 1000.0), (100 + 2000, 10 + 200, 1 + 20)),  # even: two before, one after
+])
+def test_frame_heads_convolve_valid_frames_with_the_configured_taps(taps, want):
+  p = heads.init_heads(jax.random.key(0), "frames", hidden_size=1, num_outputs=1, num_exits=2,
+                       frame_kernel=len(taps))
+  assert p["conv_kernel"].shape == (2, len(taps), 1, 128)
+  p = {"conv_kernel": jnp.array(taps).reshape(1, -1, 1, 1), "conv_bias": jnp.zeros((1, 1)),
+       "out_kernel": jnp.ones((1, 1, 1)), "out_bias": jnp.zeros((1, 1))}
+  hidden = jnp.array([1.0, 2.0, 3.0]).reshape(1, 1, 3, 1)
+  logits = heads.apply_frame_heads(p, hidden, jnp.array([[True, True, False]]))
+  np.testing.assert_allclose(logits[0, 0, :, 0], jax.nn.gelu(jnp.array(want, jnp.float32),
+                                                             approximate=False), rtol=1e-6)
+
+
 def _setup():
   cfg = mconfig.EncoderConfig(hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
                               intermediate_size=32, conv_dim=(8, 8), conv_kernel=(10, 3),

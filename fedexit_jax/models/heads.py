@@ -30,12 +30,13 @@ HEAD_KINDS = ("pooled", "frames")
 
 
 def init_heads(rng: jax.Array, kind: str, hidden_size: int, num_outputs: int,
-               num_exits: int) -> dict:
-  """The stacked heads of `kind` (HEAD_KINDS): num_outputs classes, or the CTC vocabulary."""
+               num_exits: int, frame_kernel: int = 3) -> dict:
+  """The stacked heads of `kind` (HEAD_KINDS): num_outputs classes, or the CTC vocabulary
+  (frame_kernel: the "frames" heads' temporal-conv taps)."""
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from fedexit_jax.models import modules  # pylint: disable=import-outside-toplevel (cycle)
   module = modules.init_fast(lambda rngs: modules.make_heads(
-      kind, hidden_size, num_outputs, num_exits, rngs=rngs), rng)
+      kind, hidden_size, num_outputs, num_exits, frame_kernel=frame_kernel, rngs=rngs), rng)
   return nnx.to_pure_dict(nnx.state(module))
 
 

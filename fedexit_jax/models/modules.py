@@ -483,12 +483,13 @@ class FrameExitHeads(nnx.Module):
 
 
 def make_heads(kind: str, hidden_size: int, num_outputs: int, num_exits: int, *,
-               rngs: nnx.Rngs) -> ExitHeads | FrameExitHeads:
-  """The stacked exit heads of a kind in heads.HEAD_KINDS."""
+               frame_kernel: int = 3, rngs: nnx.Rngs) -> ExitHeads | FrameExitHeads:
+  """The stacked exit heads of a kind in heads.HEAD_KINDS (frame_kernel: the temporal-conv taps
+  of "frames")."""
   if kind == "pooled":
     return ExitHeads(hidden_size, num_outputs, num_exits, rngs=rngs)
   if kind == "frames":
-    return FrameExitHeads(hidden_size, num_outputs, num_exits, rngs=rngs)
+    return FrameExitHeads(hidden_size, num_outputs, num_exits, kernel=frame_kernel, rngs=rngs)
   raise ValueError(f"unknown head kind {kind!r}; choose one of {heads_lib.HEAD_KINDS}")
 
 
