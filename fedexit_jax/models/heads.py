@@ -3,9 +3,10 @@
 - "pooled" (the paper's classification head): statistics pooling over valid frames, then one
   linear layer. Module: modules.ExitHeads.
 - "frames" (the paper's ASR head, "frame-level sequence module -> linear -> CTC"): a temporal
-  convolution over the frames (kernel 3, GELU) as the sequence module, then a linear layer to
-  per-frame logits. A convolution rather than SUPERB's BiLSTM: per-exit and stacked it is one
-  einsum per tap, where a recurrent scan over frames would dominate a CPU round.
+  convolution over the frames (model.frame_head_kernel taps, GELU) as the sequence module,
+  then a linear layer to per-frame logits. A convolution rather than SUPERB's BiLSTM: per-exit
+  and stacked it is one einsum per tap, where a recurrent scan over frames would dominate a CPU
+  round.
   Module: modules.FrameExitHeads.
 """
 from __future__ import annotations
