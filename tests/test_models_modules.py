@@ -123,3 +123,14 @@ def test_masked_group_norm_makes_features_independent_of_padding():
   np.testing.assert_allclose(np.asarray(f_pad)[:, :t], np.asarray(f_alone), atol=1e-5)
   f_hf, _ = wav2vec2.extract_features(cfg, params, padded, mask)  # statistics over the padding
   assert np.max(np.abs(np.asarray(f_hf)[:, :t] - np.asarray(f_alone))) > 1e-2
+
+
+def test_ctc_early_exit_takes_the_frame_heads_taps():
+  model = convert.load_early_exit("builtin:small_ssl_sentences", (3, 9), num_classes=29,
+                                  head="frames", frame_kernel=9)
+  assert model.heads.conv_kernel[...].shape == (2, 9, 128, 128)
+  wave = (0.1 * np.random.default_rng(7).standard_normal((2, 8000))).astype(np.float32)
+  mask = np.ones((2, 8000), bool)
+  mask[1, 6000:] = False
+  logits = nnx.jit(lambda m, w, k: m(w, k, depth=3))(model, wave, mask)
+  assert logits.shape == (1, 2, model.backbone.config.num_frames(8000), 29)  # exit 3 only

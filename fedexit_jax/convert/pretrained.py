@@ -60,13 +60,16 @@ def load_backbone(checkpoint: str | os.PathLike) -> tuple[EncoderConfig, dict[st
 
 
 def load_early_exit(checkpoint: str | os.PathLike, exits: Sequence[int], num_classes: int, *,
-                    head: str = "pooled", seed: int = 0) -> modules.SpeechEarlyExit:
+                    head: str = "pooled", frame_kernel: int = 3,
+                    seed: int = 0) -> modules.SpeechEarlyExit:
   """modules.SpeechEarlyExit with the checkpoint's backbone and freshly initialised exit heads
-  (head "pooled" for classification, "frames" for CTC with num_classes the vocabulary)."""
+  (head "pooled" for classification, "frames" for CTC with num_classes the vocabulary and
+  frame_kernel temporal-conv taps)."""
   config, params = load_backbone(checkpoint)
-  abstract = nnx.eval_shape(lambda: modules.SpeechEarlyExit(config, exits, num_classes,
-                                                            head=head, rngs=nnx.Rngs(0)))
+  abstract = nnx.eval_shape(lambda: modules.SpeechEarlyExit(
+      config, exits, num_classes, head=head, frame_kernel=frame_kernel, rngs=nnx.Rngs(0)))
   head_params = nnx.to_pure_dict(nnx.state(modules.init_fast(
       lambda rngs: modules.make_heads(head, config.hidden_size, num_classes, len(tuple(exits)),
-                                      rngs=rngs), jax.random.key(seed))))
+                                      frame_kernel=frame_kernel, rngs=rngs),
+      jax.random.key(seed))))
   return nnx.merge(nnx.graphdef(abstract), {"backbone": params, "heads": head_params})

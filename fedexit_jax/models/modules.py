@@ -514,18 +514,19 @@ class SpeechEarlyExit(nnx.Module):
     logits = model(waveform, depth=6)          # [2, B, 12]: exits 3 and 6
     hidden = model.backbone(waveform, depth=6)  # [6, B, T, H]
 
-  head="frames" gives per-frame heads (FrameExitHeads, for CTC): num_classes is then the
-  vocabulary and the call returns frame logits [n, B, T, V].
+  head="frames" gives per-frame heads (FrameExitHeads, for CTC, with frame_kernel taps):
+  num_classes is then the vocabulary and the call returns frame logits [n, B, T, V].
 
   Load pretrained weights with `fedexit_jax.convert.load_early_exit`.
   """
 
   def __init__(self, config: EncoderConfig, exits: Sequence[int], num_classes: int, *,
-               head: str = "pooled", rngs: nnx.Rngs):
+               head: str = "pooled", frame_kernel: int = 3, rngs: nnx.Rngs):
     self.exits = tuple(int(e) for e in exits)
     active_exits(config, self.exits, config.num_hidden_layers)  # validates
     self.backbone = Encoder(config, rngs=rngs)
-    self.heads = make_heads(head, config.hidden_size, num_classes, len(self.exits), rngs=rngs)
+    self.heads = make_heads(head, config.hidden_size, num_classes, len(self.exits),
+                            frame_kernel=frame_kernel, rngs=rngs)
 
   def __call__(self, waveform: jax.Array, attention_mask: jax.Array | None = None,
                depth: int | None = None) -> jax.Array:
