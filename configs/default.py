@@ -140,6 +140,10 @@ def get_config() -> ml_collections.ConfigDict:
   # "auto" ($FEDEXIT_COMPILATION_CACHE if set, else <$FEDEXIT_CACHE or ~/.cache/fedexit_jax>/xla),
   # a folder, or None (off).
   c.compilation_cache = "auto"
+  # The frozen CNN's features of the corpus, kept on disk so that the next run with this corpus
+  # and checkpoint skips computing them: "auto" ($FEDEXIT_FEATURE_CACHE if set, else
+  # <$FEDEXIT_CACHE or ~/.cache/fedexit_jax>/features), a folder, or None (off).
+  c.feature_cache = "auto"
   # Multi-process runs (jax.distributed): one run over the devices of several processes or hosts.
   # coordinator "host:port" of process 0 (with num_processes and this process's process_id; or
   # let `fedexit launch --local N -- run ...` set the three); "" = one process, unless `detect`

@@ -42,9 +42,10 @@ CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"
 CONFIG_FILE = "config.json"
 # Keys that may change when a run is resumed (extending a run, checkpointing more often, where
-# compiled programs are kept, how many processes run it: a 2-process run may resume in one).
+# compiled programs and conv features are kept, how many processes run it: a 2-process run may
+# resume in one).
 RESUMABLE_KEYS = ("rounds", "checkpoint_every", "max_checkpoints", "progress_bar",
-                  "compilation_cache", "distributed")
+                  "compilation_cache", "feature_cache", "distributed")
 
 
 class WorkdirError(ValueError):

@@ -405,10 +405,11 @@ def validate_config(config: ml_collections.ConfigDict,
   if min(dist.initialization_timeout, dist.heartbeat_timeout) < 1:
     raise ConfigError("distributed timeouts must be >= 1 s, got "
                       f"{dist.initialization_timeout}, {dist.heartbeat_timeout}")
-  from fedexit_jax import runtime  # pylint: disable=import-outside-toplevel
+  from fedexit_jax import feature_store, runtime  # pylint: disable=import-outside-toplevel
   try:
     runtime.resolve_cpu_devices(config.cpu_devices)
     runtime.resolve_compilation_cache(config.compilation_cache)
+    feature_store.resolve(config.feature_cache)
   except ValueError as e:
     raise ConfigError(str(e)) from None
 

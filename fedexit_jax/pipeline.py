@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from fedexit_jax import config_utils, tasks
+from fedexit_jax import config_utils, feature_store, tasks
 from fedexit_jax import federated as fl
 from fedexit_jax import models
 from fedexit_jax.convert import pretrained
@@ -191,25 +191,35 @@ def utterance_features(config: ml_collections.ConfigDict, encoder: EncoderConfig
   """The frozen conv encoder's features of every utterance, once: (train features [U, T, C],
   train frame masks [U, T], test features [Q, T, C], test frame masks [Q, T]).
 
-  Per utterance, not per padded client row, so no CNN time is spent on padding; memoised
-  in-process on the audio, the encoder and its weights, so the scenarios of a sweep (other
-  seeds, partitions, weightings) reuse them.
+  Per utterance, not per padded client row, so no CNN time is spent on padding; keyed on the
+  audio, the encoder, its weights and the masking, memoised in-process (the scenarios of a sweep
+  reuse them) and kept on disk for the next run (config.feature_cache: feature_store).
   """
   use_mask = uses_mask(config, encoder)
+  mask_group_norm = task_of(config).mask_padding
+  parts = (corpus.train, corpus.test)
 
-  def make():
+  def compute():
     out = []
-    for part in (corpus.train, corpus.test):
+    for part in parts:
       smask = _sample_mask(part.lengths, part.waveforms.shape[-1])
       out += models.cache_features(encoder, frozen, part.waveforms, smask if use_mask else None,
                                    batch_size=config.eval_batch_size,
-                                   mask_group_norm=task_of(config).mask_padding)
+                                   mask_group_norm=mask_group_norm)
     return tuple(out)
+
+  def check(arrays):  # what a stored file must be for this corpus
+    rows = [len(p.lengths) for p in parts for _ in (0, 1)]
+    if len(arrays) != 4 or [a.shape[0] for a in arrays] != rows:
+      return f"arrays {[a.shape for a in arrays]}, expected {rows} rows"
+    return None
 
   key = _digest(corpus.train.waveforms, corpus.train.lengths, corpus.test.waveforms,
                 corpus.test.lengths, *jax.tree.leaves(frozen)) + json.dumps(
-                    encoder.to_hf_dict(), sort_keys=True, default=str) + str(use_mask)
-  return _memo("features", key, make)
+                    encoder.to_hf_dict(), sort_keys=True, default=str) + str(
+                        (use_mask, mask_group_norm, jax.__version__, jax.default_backend()))
+  folder = feature_store.resolve(config.feature_cache)
+  return _memo("features", key, lambda: feature_store.load_or_make(folder, key, compute, check))
 
 
 def federated_data(config: ml_collections.ConfigDict, encoder: EncoderConfig, frozen: dict,
