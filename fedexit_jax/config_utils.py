@@ -507,6 +507,28 @@ def cache_root() -> Path:
   return Path(os.environ.get("FEDEXIT_CACHE", Path.home() / ".cache" / "fedexit_jax")).expanduser()
 
 
+CACHE_OFF = ("off", "none", "0", "false")
+
+
+def resolve_cache_folder(value, env: str, subdir: str, key: str) -> Path | None:
+  """A cache folder from its config value (`key`, for the error): None: off. 'auto': $`env`
+  where set (a folder, or off/none/0/false), else <cache_root()>/`subdir`. Any other string:
+  that folder (so a folder named in the config wins over the variable)."""
+  import os  # pylint: disable=import-outside-toplevel
+  if value is None:
+    return None
+  if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)) or not str(value):
+    raise ValueError(f"{key} must be a folder, 'auto' or None, got {value!r}")
+  if value == "auto":
+    where = os.environ.get(env, "").strip()
+    if where.lower() in CACHE_OFF:
+      return None
+    if where:
+      return Path(where).expanduser().absolute()
+    return (cache_root() / subdir).absolute()
+  return Path(value).expanduser().absolute()
+
+
 def config_to_json(config: ml_collections.ConfigDict) -> str:
   """Canonical JSON (sorted keys, tuples as lists): equal configs give equal strings."""
   return json.dumps(json.loads(config.to_json()), sort_keys=True)

@@ -21,7 +21,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 ENV = "FEDEXIT_FEATURE_CACHE"
-_OFF = ("off", "none", "0", "false")
 MAX_BYTES = 8 << 30
 SUFFIX = ".npz"
 
@@ -30,19 +29,8 @@ def resolve(value) -> Path | None:
   """The folder for the config value `feature_cache`, None where it is off. None: off. 'auto':
   $FEDEXIT_FEATURE_CACHE where set (a folder, or off/none/0/false), else
   <config_utils.cache_root()>/features. Any other string: that folder."""
-  if value is None:
-    return None
-  if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)) or not str(value):
-    raise ValueError(f"feature_cache must be a folder, 'auto' or None, got {value!r}")
-  if value == "auto":
-    env = os.environ.get(ENV, "").strip()
-    if env.lower() in _OFF:
-      return None
-    if env:
-      return Path(env).expanduser().absolute()
-    from fedexit_jax import config_utils  # pylint: disable=import-outside-toplevel
-    return (config_utils.cache_root() / "features").absolute()
-  return Path(value).expanduser().absolute()
+  from fedexit_jax import config_utils  # pylint: disable=import-outside-toplevel
+  return config_utils.resolve_cache_folder(value, ENV, "features", "feature_cache")
 
 
 def path_for(folder: Path, key: str) -> Path:

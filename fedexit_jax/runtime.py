@@ -65,7 +65,6 @@ def use_cpu_devices(value: int | str) -> int:
 
 
 CACHE_ENV = "FEDEXIT_COMPILATION_CACHE"
-_OFF = ("off", "none", "0", "false")
 # Programs that compile faster than this are not written to disk. A 2-round default run compiles
 # 75 programs: 6 take over 1 s (57 of the 60 s of compiling, the round program alone 32 s, under
 # load), 67 take under 0.1 s (eager ops and small helpers, 2.9 s together: not worth a file
@@ -81,19 +80,8 @@ def resolve_compilation_cache(value: str | None) -> Path | None:
   $FEDEXIT_COMPILATION_CACHE where set (a folder, or off/none/0/false), else
   <cache_root()>/xla ($FEDEXIT_CACHE, default ~/.cache/fedexit_jax). Any other string: that
   folder."""
-  if value is None:
-    return None
-  if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)) or not str(value):
-    raise ValueError(f"compilation_cache must be a folder, 'auto' or None, got {value!r}")
-  if value == "auto":
-    env = os.environ.get(CACHE_ENV, "").strip()
-    if env.lower() in _OFF:
-      return None
-    if env:
-      return Path(env).expanduser().absolute()
-    from fedexit_jax import config_utils  # pylint: disable=import-outside-toplevel
-    return (config_utils.cache_root() / "xla").absolute()
-  return Path(value).expanduser().absolute()
+  from fedexit_jax import config_utils  # pylint: disable=import-outside-toplevel
+  return config_utils.resolve_cache_folder(value, CACHE_ENV, "xla", "compilation_cache")
 
 
 def use_compilation_cache(value: str | None) -> Path | None:
