@@ -141,3 +141,36 @@ def test_central_exit_trains_one_exit_on_the_pooled_data(cache, capsys):
   with pytest.raises(SystemExit):
     central_exit.main(args[:2] + ["--depth", "3"] + args[4:])
   assert "--depth 3 is not an exit layer" in capsys.readouterr().err
+
+
+def test_cross_test_scores_runs_on_one_test_set_paired_by_seed(cache, tmp_path, capsys):
+  """experiments/cross_test.py: two seeds' finished ASR runs, scored on their own config's test
+  set, give back each run's own final metrics; the pairing reads b - a per metric and exit; a
+  run of another model is a clear error."""
+  sys.path.insert(0, str(config_utils.configs_dir().parent / "experiments"))
+  import cross_test  # pylint: disable=import-outside-toplevel
+  runs = []
+  for seed in (0, 1):
+    config = config_utils.apply_overrides(_config(cache, "asr"), [f"seed={seed}"])
+    train.train_and_evaluate(config, tmp_path / f"s{seed}")
+    runs.append(tmp_path / f"s{seed}")
+  args = ["--config", str(config_utils.configs_dir() / "asr.py")]
+  args += [f"--config.{o}" for o in TINY_MODEL + TASKS["asr"]]
+  assert cross_test.main(args + ["--a", str(runs[0]), "--b", str(runs[1])]) == 0
+  lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+  scored = {l["run"]: l for l in lines if "run" in l}
+  for run in runs:
+    own = metrics.read_metrics(run)[-1]
+    assert scored[str(run)]["round"] == 2
+    for name in ("wer", "cer"):
+      assert set(scored[str(run)][name]) == {"2", "4"}
+      for e, v in own[name].items():  # the same model on the same sentences
+        assert scored[str(run)][name][e] == pytest.approx(100 * v, abs=1e-6)
+  diffs = {(l["metric"], l["exit"]): l for l in lines if "metric" in l}
+  assert set(diffs) == {(m, e) for m in ("wer", "cer") for e in ("2", "4")}
+  for (m, e), row in diffs.items():
+    assert row["b_minus_a"] == pytest.approx(scored[str(runs[1])][m][e] - scored[str(runs[0])][m][e])
+    assert row["verdict"] == "one seed: no verdict"
+  with pytest.raises(SystemExit):  # another head width: not this config's model
+    cross_test.main(args + ["--config.model.frame_head_kernel=5", "--a", str(runs[0])])
+  assert "not this config's model" in capsys.readouterr().err
