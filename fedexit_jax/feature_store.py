@@ -63,6 +63,11 @@ def load_or_make(folder: Path | None, key: str, make: Callable[[], tuple[np.ndar
 
 
 def _save(folder: Path, path: Path, arrays: tuple[np.ndarray, ...]) -> None:
+  size = sum(np.asarray(a).nbytes for a in arrays)
+  if size > MAX_BYTES:  # e.g. all of LibriSpeech's 100 h: it would only push out the rest
+    log.warning("conv features not kept in %s: %.1f GiB is over its %.1f GiB", folder,
+                size / 2**30, MAX_BYTES / 2**30)
+    return
   tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
   try:
     folder.mkdir(parents=True, exist_ok=True)

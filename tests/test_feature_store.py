@@ -80,6 +80,15 @@ def test_unwritable_folder_only_costs_the_saving(tmp_path, caplog):
   assert [p.name for p in tmp_path.iterdir()] == ["file"]  # no temporary file left behind
 
 
+def test_features_larger_than_the_whole_cache_are_not_kept(tmp_path, monkeypatch, caplog):
+  monkeypatch.setattr(feature_store, "MAX_BYTES", 600)  # the arrays above hold 637 bytes
+  calls = []
+  with caplog.at_level(logging.WARNING):
+    out = feature_store.load_or_make(tmp_path, "key", _maker(calls))
+  assert len(out) == 4 and not list(tmp_path.iterdir())
+  assert "over its" in caplog.text
+
+
 def test_trim_deletes_least_recently_used_first(tmp_path):
   paths = []
   for i in range(3):
