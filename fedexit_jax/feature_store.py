@@ -2,11 +2,12 @@
 
 Running the CNN over every utterance is most of a run's start-up once the corpus is made (ASR
 with 300 readers: 105 of 141 s on a 2-core CPU), and the features depend only on what the key
-names: the audio, the CNN's weights and config, the masking, the JAX version and platform. So a
-changed corpus or checkpoint never reuses stale features, and a run that loads them computes
-what it would have computed (bit for bit on the machine that wrote them). A file that cannot be
-read is recomputed and rewritten; an unwritable folder costs only the saving. The folder is
-trimmed, least recently used first, beyond MAX_BYTES.
+names: the audio, the CNN's weights and config, the masking, the source of the code that runs
+the CNN, the JAX version and platform. So a changed corpus, checkpoint or implementation never
+reuses stale features, and a run that loads them gets what it would have computed (bit for bit
+on the machine that wrote them). A file that cannot be read is recomputed and rewritten; an
+unwritable folder costs only the saving. The folder is trimmed, least recently used first,
+beyond MAX_BYTES.
 """
 from __future__ import annotations
 
@@ -31,6 +32,15 @@ def resolve(value) -> Path | None:
   <config_utils.cache_root()>/features. Any other string: that folder."""
   from fedexit_jax import config_utils  # pylint: disable=import-outside-toplevel
   return config_utils.resolve_cache_folder(value, ENV, "features", "feature_cache")
+
+
+def source_digest(*modules) -> str:
+  """A hash of the modules' source files: code that computes the features is part of the key,
+  so a changed CNN implementation (an upgrade, a fix) never loads the old one's features."""
+  h = hashlib.sha256()
+  for m in modules:
+    h.update(Path(m.__file__).read_bytes())
+  return h.hexdigest()
 
 
 def path_for(folder: Path, key: str) -> Path:

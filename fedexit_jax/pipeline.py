@@ -22,7 +22,7 @@ from fedexit_jax import models
 from fedexit_jax.convert import pretrained
 from fedexit_jax.speech_model import SpeechExitModel
 from fedexit_jax.data import partition, speech_commands
-from fedexit_jax.models import heads, wav2vec2
+from fedexit_jax.models import feature_cache, heads, modules, wav2vec2
 from fedexit_jax.models.config import EncoderConfig
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def utterance_features(config: ml_collections.ConfigDict, encoder: EncoderConfig
   train frame masks [U, T], test features [Q, T, C], test frame masks [Q, T]).
 
   Per utterance, not per padded client row, so no CNN time is spent on padding; keyed on the
-  audio, the encoder, its weights and the masking, memoised in-process (the scenarios of a sweep
+  audio, the encoder, its weights, the masking and the code that runs it, memoised in-process (the scenarios of a sweep
   reuse them) and kept on disk for the next run (config.feature_cache: feature_store).
   """
   use_mask = uses_mask(config, encoder)
@@ -217,7 +217,8 @@ def utterance_features(config: ml_collections.ConfigDict, encoder: EncoderConfig
   key = _digest(corpus.train.waveforms, corpus.train.lengths, corpus.test.waveforms,
                 corpus.test.lengths, *jax.tree.leaves(frozen)) + json.dumps(
                     encoder.to_hf_dict(), sort_keys=True, default=str) + str(
-                        (use_mask, mask_group_norm, jax.__version__, jax.default_backend()))
+                        (use_mask, mask_group_norm, jax.__version__, jax.default_backend(),
+                         feature_store.source_digest(feature_cache, wav2vec2, modules)))
   folder = feature_store.resolve(config.feature_cache)
   return _memo("features", key, lambda: feature_store.load_or_make(folder, key, compute, check))
 

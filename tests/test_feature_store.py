@@ -166,3 +166,15 @@ def test_pipeline_loads_what_it_would_compute(tmp_path, monkeypatch):
     m.setattr(models, "cache_features", no_cnn)
     with pytest.raises(AssertionError, match="the CNN ran"):
       pipeline.utterance_features(off, encoder, frozen, corpus)
+
+
+def test_the_code_that_runs_the_cnn_is_part_of_the_key(tmp_path):
+  from types import SimpleNamespace  # pylint: disable=import-outside-toplevel
+  a, b = tmp_path / "a.py", tmp_path / "b.py"
+  a.write_text("x = 1\n")
+  b.write_text("y = 2\n")
+  ma, mb = SimpleNamespace(__file__=str(a)), SimpleNamespace(__file__=str(b))
+  before = feature_store.source_digest(ma, mb)
+  assert feature_store.source_digest(ma, mb) == before
+  a.write_text("x = 2\n")  # an upgrade or a fix of the CNN's code
+  assert feature_store.source_digest(ma, mb) != before
