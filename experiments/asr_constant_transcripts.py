@@ -11,7 +11,6 @@ test set. Prints one JSON line per candidate kept: what, wer and cer (fractions,
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import sys
@@ -42,10 +41,7 @@ def constant_baselines(train_texts, test_texts, sample: int = 300, seed: int = 0
 
 
 def main(argv=None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  overrides, own = config_utils.split_config_args(argv)
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p, overrides, own = config_utils.script_parser(__doc__, argv)
   p.add_argument("--config", default="configs/asr.py")
   p.add_argument("--sample", type=int, default=300,
                  help="training transcripts the candidates are chosen on")

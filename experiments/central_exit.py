@@ -14,7 +14,6 @@ state for the whole run, no federation, no server.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -79,10 +78,7 @@ def train_exit(config, depth: int, steps: int, learning_rate: float, head_learni
 
 
 def main(argv=None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  overrides, own = config_utils.split_config_args(argv)
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p, overrides, own = config_utils.script_parser(__doc__, argv)
   p.add_argument("--config", default=str(config_utils.default_config_path()))
   p.add_argument("--depth", type=int, required=True, help="the exit layer to train")
   p.add_argument("--steps", type=int, default=900)

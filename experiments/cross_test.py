@@ -16,7 +16,6 @@ config's test set gets its own final metrics back.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -95,10 +94,7 @@ def paired(results: dict, a, b) -> list[dict]:
 
 
 def main(argv=None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  overrides, own = config_utils.split_config_args(argv)
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p, overrides, own = config_utils.script_parser(__doc__, argv)
   p.add_argument("--config", required=True, help="the config whose test set scores every run")
   p.add_argument("--a", nargs="+", required=True, help="run folders, one per seed")
   p.add_argument("--b", nargs="+", default=[], help="run folders, the same seeds in order")

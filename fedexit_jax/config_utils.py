@@ -262,7 +262,20 @@ def split_config_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
   return overrides, rest
 
 
+def script_parser(doc: str | None, argv: Sequence[str] | None = None):
+  """(an argparse parser that prints `doc` as its help, the `--config.key=value` overrides, the
+  script's own arguments) for the experiment and benchmark scripts that take a config."""
+  import argparse  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  overrides, own = split_config_args(sys.argv[1:] if argv is None else argv)
+  parser = argparse.ArgumentParser(description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  return parser, overrides, own
+
+
 # ----------------------------------------------------------------------------- validation
+
+
 
 
 def encoder_config(config: ml_collections.ConfigDict) -> mconfig.EncoderConfig:
