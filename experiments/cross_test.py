@@ -24,15 +24,7 @@ import jax
 
 from fedexit_jax import checkpoint, config_utils, models, pipeline, stats
 from fedexit_jax import federated as fl
-
-
-def trained_exits(config) -> tuple[int, ...]:
-  """The exits the config's tiers train (the deepest only with the paper's loss)."""
-  depths = sorted({t["max_depth"] for t in config.tiers})
-  exits = tuple(config.model.exits)
-  if config.loss == "deepest":
-    return tuple(e for e in exits if e in depths)
-  return tuple(e for e in exits if e <= depths[-1])
+from fedexit_jax.federated import trees
 
 
 def run_seed(workdir) -> int:
@@ -51,7 +43,6 @@ def score_runs(config, workdirs) -> dict[str, dict]:
   encoder = config_utils.validate_config(config)
   corpus = pipeline.load_corpus(config)
   task = pipeline.task_of(config)
-  exits = trained_exits(config)
   depths = tuple(sorted({t["max_depth"] for t in config.tiers}))
   out = {}
   for wd in workdirs:
@@ -61,6 +52,7 @@ def score_runs(config, workdirs) -> dict[str, dict]:
     params, frozen = models.split_params(mp, hp)
     data = pipeline.federated_data(config, enc, frozen, corpus)
     spec = pipeline.round_spec(config, enc, depths)
+    exits = trees.trained_exits(config.model.exits, depths, spec.client.deepest_only)
     like = fl.init_server_state(params, spec.server_optimizer, rng_server)
     try:
       restored = checkpoint.restore_latest(wd, like)
