@@ -192,8 +192,9 @@ def utterance_features(config: ml_collections.ConfigDict, encoder: EncoderConfig
   train frame masks [U, T], test features [Q, T, C], test frame masks [Q, T]).
 
   Per utterance, not per padded client row, so no CNN time is spent on padding; keyed on the
-  audio, the encoder, its weights, the masking and the code that runs it, memoised in-process (the scenarios of a sweep
-  reuse them) and kept on disk for the next run (config.feature_cache: feature_store).
+  audio, the encoder, its weights, the masking and the code that runs it; memoised in-process
+  (the scenarios of a sweep reuse them) and kept on disk for the next run (config.feature_cache:
+  feature_store).
   """
   use_mask = uses_mask(config, encoder)
   mask_group_norm = task_of(config).mask_padding
