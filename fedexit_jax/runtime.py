@@ -104,6 +104,47 @@ def use_compilation_cache(value: str | None) -> Path | None:
   return path
 
 
+# Where more than this share of the kernel's per-process cap on memory regions is in use, a new
+# run first drops the compiled programs JAX holds (release_programs_if_crowded).
+CROWDED_FRACTION = 0.5
+
+
+def mapped_regions(maps: str = "/proc/self/maps", cap: str = "/proc/sys/vm/max_map_count"
+                   ) -> tuple[int, int] | None:
+  """(memory regions this process maps, the kernel's cap on them: vm.max_map_count), or None
+  where /proc does not tell (not Linux)."""
+  try:
+    with open(maps, "rb") as f:
+      used = sum(1 for _ in f)
+    with open(cap) as f:
+      limit = int(f.read())
+  except (OSError, ValueError):
+    return None
+  return used, limit
+
+
+def release_programs_if_crowded(fraction: float = CROWDED_FRACTION) -> bool:
+  """Clears JAX's caches of compiled programs (jax.clear_caches) where this process maps more
+  than `fraction` of vm.max_map_count regions; returns whether it did.
+
+  Why: XLA:CPU maps each program it compiles or loads from the compilation cache into memory
+  regions of its own (about 6 for a small program, thousands for a round) and keeps them while
+  JAX's caches hold the program. Linux caps a process at vm.max_map_count regions (65,530 by
+  default); at the cap XLA's code loader fails and the process dies of a segfault or abort. A
+  process that runs many different programs (a sweep of configs in one Python session, a test
+  worker) gets there; measured: a pytest-xdist worker reached 64,442 regions after ~430 tests
+  and died writing a program to the cache. Cleared programs are traced again, and loaded from
+  the persistent compilation cache, when next called."""
+  counts = mapped_regions()
+  if counts is None or counts[0] <= fraction * counts[1]:
+    return False
+  jax.clear_caches()
+  after = mapped_regions()
+  log.info("released JAX's compiled programs: %d of the %d memory regions a process may map "
+           "were in use, %s now", counts[0], counts[1], after[0] if after else "?")
+  return True
+
+
 class DistributedError(RuntimeError):
   """This process could not join (or stay in) a multi-process run."""
 

@@ -77,6 +77,7 @@ class Simulation:
     runtime.use_distributed(config.distributed)  # multi-process: join the others, first thing
     cpu_devices = runtime.use_cpu_devices(config.cpu_devices)  # before JAX runs anything
     runtime.use_compilation_cache(config.compilation_cache)  # and before it compiles
+    runtime.release_programs_if_crowded()  # a long session's old programs: see runtime
     self.primary = runtime.is_primary()  # writes the files; every process trains, checkpoints
     self.config, self.workdir = config, Path(workdir)
     start = checkpoint.check_workdir(self.workdir, config, resume, write_config=self.primary)

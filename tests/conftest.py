@@ -29,3 +29,14 @@ def fast_compiles():
   jax.config.update("jax_disable_most_optimizations", True)
   yield
   jax.config.update("jax_disable_most_optimizations", old)
+
+
+@pytest.fixture(autouse=True)
+def _release_programs_when_crowded():
+  """A test worker runs hundreds of tests in one process, and XLA:CPU keeps each compiled
+  program's code in memory regions of its own: without this, a worker passes the kernel's cap
+  (vm.max_map_count) after ~430 tests and dies of a segfault inside XLA
+  (runtime.release_programs_if_crowded says more)."""
+  yield
+  runtime.release_programs_if_crowded()
+

@@ -199,3 +199,29 @@ def test_round_programs_pass_the_write_thresholds(tmp_path):
   # JAX's defaults write only programs that took >= 1 s; ours also keep the sub-second ones
   # (evaluation, feature and aggregation programs of a small model) and have no size floor.
   assert float(out[0]) == runtime.MIN_COMPILE_SECONDS < 1.0 and int(out[1]) == -1
+
+
+def test_mapped_regions_reads_proc(tmp_path):
+  (tmp_path / "maps").write_text("a\nb\nc\n")
+  (tmp_path / "cap").write_text("10\n")
+  assert runtime.mapped_regions(tmp_path / "maps", tmp_path / "cap") == (3, 10)
+  assert runtime.mapped_regions(tmp_path / "none", tmp_path / "cap") is None
+
+
+def test_crowded_process_releases_compiled_programs():
+  """Past the share of vm.max_map_count, JAX's compiled programs are dropped and their code
+  unmapped (XLA:CPU: a few regions per program); under it nothing is touched."""
+  if runtime.mapped_regions() is None:
+    pytest.skip("no /proc on this platform")
+  fns = [jax.jit(lambda x, k=k: x * 2.0 + k) for k in range(40)]
+  for k, f in enumerate(fns):
+    np.testing.assert_allclose(f(np.ones(3, np.float32)), 2.0 + k)
+  assert all(f._cache_size() == 1 for f in fns)
+  assert not runtime.release_programs_if_crowded(1.0)  # no process maps more than the cap
+  assert all(f._cache_size() == 1 for f in fns)
+  before = runtime.mapped_regions()[0]
+  assert runtime.release_programs_if_crowded(0.0)
+  assert all(f._cache_size() == 0 for f in fns)
+  assert runtime.mapped_regions()[0] <= before - 40  # at least one region per program let go
+  np.testing.assert_allclose(fns[3](np.ones(3, np.float32)), 5.0)  # traced again when called
+
