@@ -128,12 +128,19 @@ def latest_step(workdir: str | Path) -> int | None:
 
 
 def restore(workdir: str | Path, step: int, target_like: Any) -> Any:
-  """The state saved at round `step`, with the structure, dtypes and key types of `target_like`."""
-  mngr = _manager(workdir, create=False)
+  """The state saved at round `step`, with the structure, dtypes and key types of `target_like`;
+  WorkdirError, naming the round and the first unreadable array, where it does not restore into
+  that (another model's shapes, a damaged file)."""
   target = jax.tree.map(_to_savable, target_like)
-  restored = mngr.restore(int(step), args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(target)))
-  mngr.close()
+  mngr = _manager(workdir, create=False)
+  try:
+    restored = mngr.restore(int(step), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))
+  except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore raise many types
+    raise WorkdirError(f"{workdir}: round {step} does not restore into this run's state "
+                       f"({_read_failure(e)})") from None
+  finally:
+    mngr.close()
   return jax.tree.map(_from_restored, restored.state, target_like)
 
 
@@ -159,9 +166,7 @@ def damage(workdir: str | Path, step: int) -> str | None:
     finally:
       mngr.close()
   except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore raise many types
-    while e.__cause__ is not None:  # TensorStore's own reason, not orbax's wrapper
-      e = e.__cause__
-    return f"unreadable: {type(e).__name__}: {_first_line(e)}"
+    return f"unreadable: {_read_failure(e)}"
   finally:
     gc.collect()
     sys.unraisablehook = hook
@@ -173,6 +178,12 @@ def damage(workdir: str | Path, step: int) -> str | None:
   if bad:
     return f"not finite ({len(bad)} array(s), e.g. {bad[0]})"
   return None
+
+
+def _read_failure(e: BaseException) -> str:
+  while e.__cause__ is not None:  # TensorStore's own reason, not orbax's wrapper
+    e = e.__cause__
+  return f"{type(e).__name__}: {_first_line(e)}"
 
 
 def _first_line(e: BaseException, limit: int = 160) -> str:

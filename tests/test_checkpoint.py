@@ -62,6 +62,18 @@ def test_round_trip_is_bit_identical(tmp_path):
                                 jax.random.normal(state["rng"], (4,)))
 
 
+def test_restore_into_another_models_shapes_is_one_clear_error(tmp_path):
+  """A target of other shapes (another head width) is a WorkdirError naming the workdir and the
+  round, not orbax's screen of TensorStore specs."""
+  checkpoint.save(tmp_path, 3, _state())
+  other = _state()
+  other["params"]["heads"]["bias"] = jnp.zeros((2, 4))
+  with pytest.raises(checkpoint.WorkdirError, match=r"round 3 does not restore into this run's "
+                                                    r"state \(\w+: ") as info:
+    checkpoint.restore_latest(tmp_path, other)
+  assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)
+
+
 def test_restore_latest_none_without_checkpoint(tmp_path):
   assert checkpoint.restore_latest(tmp_path / "nothing", _state()) is None
   assert checkpoint.latest_step(tmp_path) is None
