@@ -143,6 +143,7 @@ class Bench:
 
   def time_engine(self, spec: fl.RoundSpec, reps: int) -> float:
     if (spec, reps) not in self._times:  # sections share a setting: time (and compile) it once
+      runtime.release_programs_if_crowded()  # a sweep of settings compiles many programs
       state = self.state(spec)
       self._times[spec, reps] = median_time(
           lambda: block(fl.run_round(state, self.cohort, spec)[0]), reps)[0]
@@ -151,10 +152,12 @@ class Bench:
   def time_drjax(self, spec: fl.RoundSpec, reps: int) -> float:
     """The same round written with DrJAX (benchmarks/drjax_baseline.py)."""
     from benchmarks import drjax_baseline  # pylint: disable=import-outside-toplevel
+    runtime.release_programs_if_crowded()
     state = self.state(spec)
     return median_time(lambda: block(drjax_baseline.run_round(state, self.cohort, spec)), reps)[0]
 
   def time_reference(self, spec: fl.RoundSpec, reps: int) -> float:
+    runtime.release_programs_if_crowded()
     state = self.state(spec)
     return median_time(lambda: block(fl.run_round_reference(state, self.cohort, spec)[0]),
                        reps)[0]
