@@ -93,10 +93,10 @@ def tiny_setup():
 
 
 def _fresh_process(script: str, devices: int, ok: str):
-  """Runs `script` in a new Python with `devices` CPU devices. The replica rounds compile many
-  programs; in a long-lived xdist worker that had compiled the rest of the suite, XLA:CPU's
-  compiler segfaulted twice here (2026-12-01, clean-clone CI), so these run where they start
-  from nothing."""
+  """Runs `script` in a new Python with `devices` CPU devices (a worker's device count is fixed
+  when it starts). The one-device test once ran in the worker and died there twice (2026-12-01):
+  the worker had reached the kernel's cap on memory regions, which conftest now guards against
+  (runtime.release_programs_if_crowded); it stays in a fresh process, which costs a few seconds."""
   import os
   import subprocess
   import sys
