@@ -109,8 +109,8 @@ def use_compilation_cache(value: str | None) -> Path | None:
 CROWDED_FRACTION = 0.5
 
 
-def mapped_regions(maps: str = "/proc/self/maps", cap: str = "/proc/sys/vm/max_map_count"
-                   ) -> tuple[int, int] | None:
+def mapped_regions(maps: str | Path = "/proc/self/maps",
+                   cap: str | Path = "/proc/sys/vm/max_map_count") -> tuple[int, int] | None:
   """(memory regions this process maps, the kernel's cap on them: vm.max_map_count), or None
   where /proc does not tell (not Linux)."""
   try:
@@ -128,9 +128,10 @@ def release_programs_if_crowded(fraction: float = CROWDED_FRACTION) -> bool:
   than `fraction` of vm.max_map_count regions; returns whether it did.
 
   Why: XLA:CPU maps each program it compiles or loads from the compilation cache into memory
-  regions of its own (about 6 for a small program, thousands for a round) and keeps them while
-  JAX's caches hold the program. Linux caps a process at vm.max_map_count regions (65,530 by
-  default); at the cap XLA's code loader fails and the process dies of a segfault or abort. A
+  regions of its own (about 6 for a small program; the default run's programs ~2,200 together)
+  and keeps them while JAX's caches hold the program. Linux caps a process at vm.max_map_count
+  regions (65,530 by default); at the cap XLA's code loader fails and the process dies of a
+  segfault or abort. A
   process that runs many different programs (a sweep of configs in one Python session, a test
   worker) gets there; measured: a pytest-xdist worker reached 64,442 regions after ~430 tests
   and died writing a program to the cache. Cleared programs are traced again, and loaded from

@@ -39,4 +39,3 @@ def _release_programs_when_crowded():
   (runtime.release_programs_if_crowded says more)."""
   yield
   runtime.release_programs_if_crowded()
-

@@ -224,4 +224,3 @@ def test_crowded_process_releases_compiled_programs():
   assert all(f._cache_size() == 0 for f in fns)
   assert runtime.mapped_regions()[0] <= before - 40  # at least one region per program let go
   np.testing.assert_allclose(fns[3](np.ones(3, np.float32)), 5.0)  # traced again when called
-
