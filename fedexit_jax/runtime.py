@@ -131,11 +131,10 @@ def release_programs_if_crowded(fraction: float = CROWDED_FRACTION) -> bool:
   regions of its own (about 6 for a small program; the default run's programs ~2,200 together)
   and keeps them while JAX's caches hold the program. Linux caps a process at vm.max_map_count
   regions (65,530 by default); at the cap XLA's code loader fails and the process dies of a
-  segfault or abort. A
-  process that runs many different programs (a sweep of configs in one Python session, a test
-  worker) gets there; measured: a pytest-xdist worker reached 64,442 regions after ~430 tests
-  and died writing a program to the cache. Cleared programs are traced again, and loaded from
-  the persistent compilation cache, when next called."""
+  segfault or abort. A process that runs many different programs (a sweep of configs in one
+  Python session, a test worker) gets there; measured: a pytest-xdist worker reached 64,442
+  regions after ~430 tests and died writing a program to the cache. Cleared programs are traced
+  again when next called (and loaded from the persistent compilation cache where kept there)."""
   counts = mapped_regions()
   if counts is None or counts[0] <= fraction * counts[1]:
     return False
