@@ -35,7 +35,7 @@ def _require_drjax():
 
 @functools.lru_cache(maxsize=None)
 def group_program(spec: fl.RoundSpec, depth: int, num_clients: int):
-  """jit(drjax program): (sliced params, group data [k, ...], keys [k]) -> (sum of w * delta,
+  """jit(drjax program): (sliced params, group data [k, ...], keys [k], round) -> (sum of w * delta,
   sum of w) over the k clients of one depth, w = n_i * depth (the paper's Eq. 1 weights)."""
   drjax = _require_drjax()
   # The engine's 1-D device mesh, whose axis is named like the placement, so DrJAX shards the
@@ -44,11 +44,11 @@ def group_program(spec: fl.RoundSpec, depth: int, num_clients: int):
   mesh = mesh if num_clients % mesh.size == 0 else None
 
   @drjax.program(placements={"clients": num_clients})
-  def group(params, data, keys):
+  def group(params, data, keys, round_index):
     placed = drjax.broadcast(params, mesh=mesh)
     delta, metrics = drjax.map_fn(
-        lambda p, d, k: fl.train_client(spec.client, depth, p, d, k), (placed, data, keys),
-        mesh=mesh)
+        lambda p, d, k: fl.train_client(spec.client, depth, p, d, k, round_index),
+        (placed, data, keys), mesh=mesh)
     w = drjax.map_fn(lambda n, ok: jnp.where(ok, n * depth, 0.0),
                      (metrics.num_examples, metrics.finite), mesh=mesh)
     weighted = drjax.map_fn(lambda x, wi: jax.tree.map(lambda a: a * wi, x), (delta, w),
@@ -93,7 +93,7 @@ def run_round(state: fl.ServerState, cohort: fl.Cohort, spec: fl.RoundSpec) -> f
     keys = jax.vmap(lambda i: jax.random.fold_in(round_key, i))(
         jnp.asarray(np.asarray(cohort.client_ids)[sel]))
     s, w = group_program(spec, d, len(sel))(spec.client.slice_params(state.params, d), group,
-                                            keys)
+                                            keys, state.round)
     sums.append(s)
     weights.append(w)
   return _combine(spec, levels)(state._replace(rng=rng), tuple(sums), tuple(weights))

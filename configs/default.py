@@ -112,6 +112,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.client_optimizer.head_learning_rate = None  # the exit heads' own rate (None: learning_rate)
   c.client_optimizer.momentum = 0.9  # momentum only
   c.client_optimizer.weight_decay = 0.0  # adamw only
+  # The rate over rounds: constant | warmup_cosine (linear warm-up over warmup_rounds to
+  # learning_rate, then a cosine down to final_fraction * learning_rate at the last round).
+  c.client_optimizer.schedule = "constant"
+  c.client_optimizer.warmup_rounds = 0
+  c.client_optimizer.final_fraction = 0.1
   c.server_optimizer = ml_collections.ConfigDict()
   c.server_optimizer.name = "fedavg"  # fedavg | fedavgm | fedadam | fedyogi
   c.server_optimizer.learning_rate = 1.0

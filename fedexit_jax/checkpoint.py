@@ -307,6 +307,13 @@ def check_workdir(workdir: str | Path, config: ml_collections.ConfigDict,
           f"cannot --resume in {str(workdir)!r}: its checkpoint (round {step}) was made with a "
           f"different config: {'; '.join(blocking)}. Only {list(RESUMABLE_KEYS)} may change on "
           "resume; use a new --workdir for a different run.")
+    if (any(d.split(":")[0] == "rounds" for d in diffs)
+        and config.client_optimizer.schedule != "constant"):
+      raise WorkdirError(
+          f"cannot --resume in {str(workdir)!r} with rounds={config.rounds}: the client learning "
+          f"rate schedule ({config.client_optimizer.schedule!r}) spans the run's rounds "
+          f"({old['rounds']}), so other rounds would change the rate of the rounds still to run; "
+          "resume with the same rounds, or start a new --workdir.")
     if config.rounds < step:
       raise WorkdirError(
           f"cannot --resume in {str(workdir)!r} with rounds={config.rounds}: its checkpoint is "

@@ -27,6 +27,7 @@ TASKS = ("kws", "sid", "er", "asr")  # fedexit_jax.tasks.TASKS (not imported: co
 WEIGHTINGS = ("paper", "samples", "uniform", "depth", "fedavg_naive", "homogeneous")
 LOSSES = ("deepest", "all", "distill")
 CLIENT_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+LR_SCHEDULES = ("constant", "warmup_cosine")
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi")
 SOURCES = ("synth", "folder", "tfds")
 PARTITIONS = ("speaker", "per_speaker", "dirichlet", "iid")
@@ -364,6 +365,13 @@ def validate_config(config: ml_collections.ConfigDict,
   _choice(config.weighting, WEIGHTINGS, "weighting")
   _choice(config.loss, LOSSES, "loss")
   _choice(config.client_optimizer.name, CLIENT_OPTIMIZERS, "client_optimizer.name")
+  _choice(config.client_optimizer.schedule, LR_SCHEDULES, "client_optimizer.schedule")
+  co = config.client_optimizer
+  if (not isinstance(co.warmup_rounds, int) or not 0 <= co.warmup_rounds <= config.rounds
+      or not 0.0 <= co.final_fraction <= 1.0):
+    raise ConfigError(f"client_optimizer.warmup_rounds must be a whole number in [0, rounds="
+                      f"{config.rounds}] and final_fraction in [0, 1], got {co.warmup_rounds!r} "
+                      f"and {co.final_fraction!r}")
   _choice(config.server_optimizer.name, SERVER_OPTIMIZERS, "server_optimizer.name")
   _choice(config.data.source, SOURCES, "data.source")
   _choice(config.data.partition, PARTITIONS, "data.partition")

@@ -277,6 +277,14 @@ def client_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformati
                     for k, v in tree.items()})
 
 
+def lr_schedule(config: ml_collections.ConfigDict) -> fl.WarmupCosine | None:
+  """The client learning rate over the run's rounds (None: constant)."""
+  c = config.client_optimizer
+  if c.schedule == "constant":
+    return None
+  return fl.WarmupCosine(c.warmup_rounds, config.rounds, c.final_fraction)
+
+
 def client_depths(config: ml_collections.ConfigDict, encoder: EncoderConfig, num_clients: int
                   ) -> tuple[np.ndarray, np.ndarray]:
   """(depth [M], tier index [M]) of every client; explicit depths have tier -1."""
@@ -306,7 +314,8 @@ def round_spec(config: ml_collections.ConfigDict, encoder: EncoderConfig,
                          prox_mu=config.fedprox_mu, distill_weight=config.distill_weight,
                          distill_temperature=config.distill_temperature,
                          time_mask_prob=config.time_mask_prob,
-                         time_mask_span=config.time_mask_span)
+                         time_mask_span=config.time_mask_span,
+                         lr_schedule=lr_schedule(config))
   chunk = None if config.chunk_size == "auto" else int(config.chunk_size)
   return fl.RoundSpec(client, fl.server_optimizer(so.name, so.learning_rate, momentum=so.momentum,
                                                   b1=so.b1, b2=so.b2, eps=so.eps),

@@ -45,7 +45,8 @@ split_params(..., train_feature_encoder=True) and waveforms/sample masks as Clie
 Modules: model (the interface), aggregate (masked tree-mean, weighting schemes), trees (what a
 depth slices), client (local training as pure functions), server (server state and optimizers),
 simulate (the round), tiers, sampling, evaluate (central evaluation), objective (what a client
-minimises given the exits' outputs: CrossEntropy, CTC).
+minimises given the exits' outputs: CrossEntropy, CTC), schedule (the client learning rate over
+rounds).
 """
 from fedexit_jax.federated.aggregate import SCHEMES, client_weights, masked_tree_mean
 from fedexit_jax.federated.client import (ClientData, ClientMetrics, ClientSpec, ClientState,
@@ -55,6 +56,7 @@ from fedexit_jax.federated.evaluate import evaluate
 from fedexit_jax.federated.model import EarlyExitModel
 from fedexit_jax.federated.objective import CTC, CrossEntropy, Objective
 from fedexit_jax.federated.sampling import sample_clients
+from fedexit_jax.federated.schedule import WarmupCosine
 from fedexit_jax.federated.replicas import run_replicas, stack_states, unstack_state
 from fedexit_jax.federated.server import (SERVER_OPTIMIZERS, ServerState, init_server_state,
                                           server_optimizer)
@@ -73,5 +75,5 @@ __all__ = [
     "homogeneous_tiers", "init_server_state", "masked_tree_mean", "paper_tiers", "place_dataset",
     "run_replicas", "run_round", "run_round_reference", "sample_clients", "stack_states",
     "unstack_state", "server_optimizer", "slice_to_depth",
-    "train_chunk", "train_client",
+    "train_chunk", "train_client", "WarmupCosine",
 ]

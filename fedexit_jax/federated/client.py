@@ -24,6 +24,7 @@ import optax
 from fedexit_jax.federated import trees
 from fedexit_jax.federated.model import EarlyExitModel
 from fedexit_jax.federated.objective import CrossEntropy, Objective, distillation
+from fedexit_jax.federated.schedule import WarmupCosine
 
 PyTree = Any
 LOSSES = ("last", "sum", "distill")
@@ -46,6 +47,8 @@ class ClientSpec:
     step (wav2vec 2.0 / HuBERT fine-tuning's mask_time_prob / mask_time_length): each frame
     starts a span of masked frames with this probability (see augment); 0 disables it. Inputs
     must be frames [N, T, C] (cached conv features).
+  lr_schedule: the learning rate over rounds (schedule.WarmupCosine): the client's updates are
+    scaled by lr_schedule(round); None keeps the optimizer's own rate every round.
   """
   model: EarlyExitModel
   optimizer: optax.GradientTransformation = optax.sgd(0.05)
@@ -59,6 +62,7 @@ class ClientSpec:
   distill_temperature: float = 1.0
   time_mask_prob: float = 0.0
   time_mask_span: int = 10
+  lr_schedule: WarmupCosine | None = None
 
   def __post_init__(self):
     if not isinstance(self.model, EarlyExitModel):
@@ -80,6 +84,10 @@ class ClientSpec:
   @property
   def exits(self) -> tuple[int, ...]:
     return tuple(int(e) for e in self.model.exits)
+
+  def lr_scale(self, round_index: jax.Array | int) -> jax.Array | None:
+    """What this round's updates are multiplied by (None: no schedule, nothing to multiply)."""
+    return None if self.lr_schedule is None else self.lr_schedule(round_index)
 
   @property
   def deepest_only(self) -> bool:
@@ -191,10 +199,11 @@ def client_init(spec: ClientSpec, params: PyTree) -> ClientState:
 
 
 def client_step(spec: ClientSpec, depth: int, anchor: PyTree, state: ClientState,
-                batch: ClientData, key: jax.Array | None = None) -> ClientState:
+                batch: ClientData, key: jax.Array | None = None,
+                lr_scale: jax.Array | None = None) -> ClientState:
   """One local SGD step on a batch; a batch without real examples leaves the state unchanged.
   `anchor` is the server's (sliced) params, used by the FedProx term; `key` draws the step's
-  augmentation (spec.time_mask_prob)."""
+  augmentation (spec.time_mask_prob); `lr_scale` (spec.lr_scale(round)) multiplies the update."""
   batch = augment(spec, batch, key)
 
   def objective(p):
@@ -206,6 +215,8 @@ def client_step(spec: ClientSpec, depth: int, anchor: PyTree, state: ClientState
 
   (_, loss), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
   updates, opt_state = spec.optimizer.update(grads, state.opt_state, state.params)
+  if lr_scale is not None:
+    updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), updates)
   params = optax.apply_updates(state.params, updates)
   has = jnp.any(batch.example_mask)
   new = ClientState(params, opt_state, state.loss_sum + loss, state.num_steps + 1)
@@ -250,18 +261,21 @@ def batch_schedule(spec: ClientSpec, example_mask: jax.Array, rng: jax.Array):
 
 
 def train_client(spec: ClientSpec, depth: int, params: PyTree, data: ClientData,
-                 rng: jax.Array):
-  """init -> lax.scan(client_step) -> final for one client. params: spec.slice_params(server, depth).
+                 rng: jax.Array, round_index: jax.Array | int = 0):
+  """init -> lax.scan(client_step) -> final for one client. params: spec.slice_params(server,
+  depth); round_index: the server's round (ServerState.round), read by spec.lr_schedule only.
   Returns (delta sliced to depth, ClientMetrics)."""
   idx, ok = batch_schedule(spec, data.example_mask, rng)
   keys = step_keys(spec, rng, idx.shape[0])
+  scale = spec.lr_scale(round_index)
 
   def body(state, sel):
     i, m, key = sel
     batch = ClientData(data.inputs[i], data.input_mask[i], data.labels[i], m)
     # Skip empty batches for real when running one client at a time (a cond on an unbatched
     # predicate); under vmap the cond becomes a select and client_step's own masking decides.
-    state = jax.lax.cond(jnp.any(m), lambda s: client_step(spec, depth, params, s, batch, key),
+    state = jax.lax.cond(jnp.any(m),
+                         lambda s: client_step(spec, depth, params, s, batch, key, scale),
                          lambda s: s, state)
     return state, None
 
@@ -269,8 +283,10 @@ def train_client(spec: ClientSpec, depth: int, params: PyTree, data: ClientData,
   return client_final(state, params, jnp.sum(data.example_mask.astype(jnp.float32)))
 
 
-def train_chunk(spec: ClientSpec, depth: int, params: PyTree, data: ClientData, rngs: jax.Array):
-  """train_client for a chunk of clients at once (leading axis c on data, rngs and the outputs).
+def train_chunk(spec: ClientSpec, depth: int, params: PyTree, data: ClientData, rngs: jax.Array,
+                round_index: jax.Array | int = 0):
+  """train_client for a chunk of clients at once (leading axis c on data, rngs and the outputs;
+  one round_index for all).
 
   The local-step loop runs outside the vmap, so a step at which no client of the chunk has a real
   example is skipped outright (lax.cond on an unbatched predicate) rather than computed and
@@ -283,7 +299,8 @@ def train_chunk(spec: ClientSpec, depth: int, params: PyTree, data: ClientData, 
   if spec.time_mask_prob:
     keys = jnp.swapaxes(jax.vmap(lambda r: step_keys(spec, r, num_steps))(rngs), 0, 1)  # [S, c]
   state = jax.tree.map(lambda x: jnp.broadcast_to(x, (c,) + jnp.shape(x)), client_init(spec, params))
-  step = jax.vmap(functools.partial(client_step, spec, depth, params),
+  step = jax.vmap(functools.partial(client_step, spec, depth, params,
+                                    lr_scale=spec.lr_scale(round_index)),
                   in_axes=(0, 0, None if keys is None else 0))
   gather = jax.vmap(lambda d, i, m: ClientData(d.inputs[i], d.input_mask[i], d.labels[i], m))
 

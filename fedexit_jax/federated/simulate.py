@@ -287,11 +287,13 @@ def _accumulate_depth(model, acc: aggregate.Accumulator, delta: PyTree, w: jax.A
 _METRICS = ("loss", "finite", "weight", "num_examples", "num_steps")
 
 
-def _chunk_step(spec: RoundSpec, depth: int, params: PyTree, round_key: jax.Array, chunks,
-                dataset: ClientData | None, scheme: jax.Array | None, constrain: bool, j, carry):
+def _chunk_step(spec: RoundSpec, depth: int, params: PyTree, round_index: jax.Array,
+                round_key: jax.Array, chunks, dataset: ClientData | None,
+                scheme: jax.Array | None, constrain: bool, j, carry):
   """Trains chunk j (all clients of depth `depth`) and adds it to the accumulator. With a
   resident `dataset`, chunks hold the clients' rows in it and the chunk is gathered here. The
-  weighting is spec.weighting, or the aggregate.scheme_vector `scheme` (replicas)."""
+  weighting is spec.weighting, or the aggregate.scheme_vector `scheme` (replicas);
+  `round_index` (the server's round) feeds the client's learning-rate schedule."""
   acc, bufs = carry
   data, ids, valid = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, j, 0, False), chunks)
   if dataset is not None:
@@ -303,7 +305,7 @@ def _chunk_step(spec: RoundSpec, depth: int, params: PyTree, round_key: jax.Arra
     data, ids, valid = jax.lax.with_sharding_constraint((data, ids, valid), shard)
   sliced = spec.client.slice_params(params, depth)
   keys = jax.vmap(lambda i: jax.random.fold_in(round_key, i))(ids)
-  delta, m = train_chunk(spec.client, depth, sliced, data, keys)
+  delta, m = train_chunk(spec.client, depth, sliced, data, keys, round_index)
   if scheme is None:
     w = aggregate.client_weights(spec.weighting, m.num_examples, depth)
     naive = aggregate.counts_untrained(spec.weighting)
@@ -370,8 +372,8 @@ def _round(spec: RoundSpec, state, chunks, bounds, slots, dataset, scheme=None, 
     acc = jax.lax.with_sharding_constraint(acc, NamedSharding(_mesh(spec), P(AXIS)))
   carry = (acc, bufs)
   for li, d in enumerate(spec.depth_levels):
-    body = functools.partial(_chunk_step, spec, d, state.params, round_key, chunks, dataset,
-                             scheme, constrain)
+    body = functools.partial(_chunk_step, spec, d, state.params, state.round, round_key, chunks,
+                             dataset, scheme, constrain)
     carry = jax.lax.fori_loop(bounds[li, 0], bounds[li, 1], body, carry)
   return _finish(spec, state, rng, *carry, slots, groups)
 
@@ -461,7 +463,8 @@ def run_round_reference(state: server.ServerState, cohort: Cohort, spec: RoundSp
   for k, d in enumerate(np.asarray(cohort.depths).tolist()):
     data = ClientData(*(jnp.asarray(a[k]) for a in cdata))
     key = jax.random.fold_in(round_key, int(cohort.client_ids[k]))
-    delta, m = _jit_train(spec.client, d)(spec.client.slice_params(state.params, d), data, key)
+    delta, m = _jit_train(spec.client, d)(spec.client.slice_params(state.params, d), data, key,
+                                          state.round)
     w = aggregate.client_weights(spec.weighting, m.num_examples, d)
     weights.append(jnp.where(m.finite, w, 0.0))
     deep = spec.client.deepest_only
