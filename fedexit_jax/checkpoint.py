@@ -132,6 +132,10 @@ def restore(workdir: str | Path, step: int, target_like: Any) -> Any:
   WorkdirError, naming the round and the first unreadable array, where it does not restore into
   that (another model's shapes, a damaged file)."""
   target = jax.tree.map(_to_savable, target_like)
+  mismatch = _shape_mismatch(workdir, step, target)
+  if mismatch is not None:
+    raise WorkdirError(f"{workdir}: round {step} does not restore into this run's state "
+                       f"({mismatch})")
   mngr = _manager(workdir, create=False)
   try:
     restored = mngr.restore(int(step), args=ocp.args.Composite(
@@ -142,6 +146,34 @@ def restore(workdir: str | Path, step: int, target_like: Any) -> Any:
   finally:
     mngr.close()
   return jax.tree.map(_from_restored, restored.state, target_like)
+
+
+def _shape_mismatch(workdir: str | Path, step: int, target: Any) -> str | None:
+  """The first array of `target` saved at round `step` with another shape, or None. Checked from
+  the saved metadata before any array is read: a restore into the wrong shapes fails one read and
+  leaves orbax's other reads to fail later as "Exception ignored in <coroutine>" screens, printed
+  by whatever runs next. Unreadable metadata is left to the restore to report."""
+  handler = ocp.StandardCheckpointHandler()
+  try:
+    saved = handler.metadata(checkpoint_dir(workdir) / str(int(step)) / "state")
+  except Exception:  # pylint: disable=broad-except  # the restore names what is wrong
+    return None
+  finally:
+    handler.close()
+  shapes = {_names(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(saved)[0]
+            if getattr(x, "shape", None) is not None}
+  for p, x in jax.tree_util.tree_flatten_with_path(target)[0]:
+    have = shapes.get(_names(p))
+    if have is not None and have != tuple(np.shape(x)):
+      return (f"ShapeMismatch: {jax.tree_util.keystr(p)} was saved as {have}, this run's is "
+              f"{tuple(np.shape(x))}")
+  return None
+
+
+def _names(path) -> tuple[str, ...]:
+  """A tree path as plain names: a NamedTuple's field and the dict key orbax saves it under
+  compare equal."""
+  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 def restore_latest(workdir: str | Path, target_like: Any) -> tuple[Any, int] | None:
