@@ -216,7 +216,7 @@ def client_step(spec: ClientSpec, depth: int, anchor: PyTree, state: ClientState
   (_, loss), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
   updates, opt_state = spec.optimizer.update(grads, state.opt_state, state.params)
   if lr_scale is not None:
-    updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), updates)
+    updates = jax.tree.map(lambda u: u * jnp.asarray(lr_scale, u.dtype), updates)
   params = optax.apply_updates(state.params, updates)
   has = jnp.any(batch.example_mask)
   new = ClientState(params, opt_state, state.loss_sum + loss, state.num_steps + 1)
