@@ -104,8 +104,10 @@ def test_config_builds_the_schedule_over_the_runs_rounds():
   on = cu.apply_overrides(config, ["client_optimizer.schedule=warmup_cosine",
                                    "client_optimizer.warmup_rounds=3",
                                    "client_optimizer.final_fraction=0.2"])
-  cu.validate_config(on)
+  encoder = cu.validate_config(on)
   assert pipeline.lr_schedule(on) == fl.WarmupCosine(3, 30, 0.2)
+  assert pipeline.round_spec(on, encoder, (3, 6)).client.lr_schedule == fl.WarmupCosine(3, 30, 0.2)
+  assert pipeline.round_spec(config, encoder, (3, 6)).client.lr_schedule is None
   with pytest.raises(cu.ConfigError, match="client_optimizer.schedule"):
     cu.validate_config(cu.apply_overrides(config, ["client_optimizer.schedule=linear"]))
   with pytest.raises(cu.ConfigError, match=r"warmup_rounds must be a whole number in \[0, rounds"):
