@@ -27,6 +27,8 @@ import jax
 import numpy as np
 from jax.extend import core as jcore
 
+from fedexit_jax.federated.model import path_keys
+
 
 # ----------------------------------------------------------------------------- XLA analyses
 
@@ -120,10 +122,6 @@ def _nbytes(leaf: Any) -> int:
   return int(math.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
 
 
-def _keys(path: tuple) -> list[str]:
-  return [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
-
-
 def tree_bytes(tree: Any) -> int:
   return sum(_nbytes(x) for x in jax.tree.leaves(tree))
 
@@ -145,7 +143,7 @@ def upload_bytes(params: Any, depth: int, exits: Sequence[int], *,
   n_heads = 1 if deepest_only else sum(e <= depth for e in exits)
   total = 0
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    keys = _keys(path)
+    keys = [str(k) for k in path_keys(path)]
     if "feature_extractor" in keys and not train_feature_encoder:
       continue
     nbytes = _nbytes(leaf)

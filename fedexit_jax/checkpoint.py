@@ -35,6 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from fedexit_jax import config_utils
+from fedexit_jax.federated.model import path_keys
 
 log = logging.getLogger(__name__)
 
@@ -170,10 +171,8 @@ def _shape_mismatch(workdir: str | Path, step: int, target: Any) -> str | None:
   return None
 
 
-def _names(path) -> tuple[str, ...]:
-  """A tree path as plain names: a NamedTuple's field and the dict key orbax saves it under
-  compare equal."""
-  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+def _names(path) -> tuple[str, ...]:  # a NamedTuple's field and orbax's saved dict key match
+  return tuple(map(str, path_keys(path)))
 
 
 def restore_latest(workdir: str | Path, target_like: Any) -> tuple[Any, int] | None:
