@@ -30,7 +30,8 @@ def test_every_config_has_the_default_schema(name):
 
 @pytest.mark.parametrize("name,task,tiers", [("kws12.py", "kws", [3, 6]), ("kws35.py", "kws", [3, 6]),
                                              ("sid.py", "sid", [3, 9]), ("er.py", "er", [3, 9]),
-                                             ("asr.py", "asr", [3, 9])])
+                                             ("asr.py", "asr", [3, 9]),
+                                             ("asr_long.py", "asr", [3, 9])])
 def test_task_configs_validate_and_name_their_task(name, task, tiers):
   """The paper's tiers: half at layer 3, half at the task's best layer (6 KWS, 9 otherwise)."""
   config = cu.load_config(REPO / "configs" / name)
@@ -57,6 +58,29 @@ def test_asr_starts_from_the_backbone_pretrained_on_sentences():
   assert c.model.checkpoint == "builtin:small_ssl_sentences"
   assert (convert.resolve_builtin(c.model.checkpoint) / "pretrain.json").is_file()
   assert cu.load_config(REPO / "configs" / "sid.py").model.checkpoint == "builtin:small_ssl"
+
+
+def test_asr_long_is_asr_over_100_rounds_and_300_readers():
+  """Only the length, the readers and the evaluation cadence differ: the same task, model,
+  tiers and optimiser as configs/asr.py, so its figures extend the 10-minute run's."""
+  short = cu.load_config(REPO / "configs" / "asr.py").to_dict()
+  long_ = cu.load_config(REPO / "configs" / "asr_long.py").to_dict()
+
+  def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+      out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+  a, b = flat(short), flat(long_)
+  assert {k: (a[k], b[k]) for k in a if a[k] != b[k]} == {
+      "rounds": (25, 100), "eval_every": (5, 10), "data.num_speakers": (100, 300),
+      "data.test_fraction": (0.1, 0.034)}
+  from fedexit_jax.data import synth
+  for c in (short, long_):  # ten readers held out in both
+    ids = [str(i) for i in range(c["data"]["num_speakers"])]
+    assert list(synth.assign_splits(ids, 0.0, c["data"]["test_fraction"]).values()).count(
+        "test") == 10
 
 
 def test_paper_configs_differ_in_classes_and_use_base_checkpoint():

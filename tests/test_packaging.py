@@ -25,8 +25,8 @@ def test_configs_are_found_through_the_package(tmp_path, monkeypatch):
   assert cu.configs_dir() == REPO / "configs"
   monkeypatch.chdir(tmp_path)  # outside a clone, `configs/NAME.py` means the shipped one
   for name in ("default.py", "paper_kws12.py", "paper_kws35.py", "smoke.py", "kws12.py",
-               "kws35.py", "sid.py", "er.py", "asr.py"):
+               "kws35.py", "sid.py", "er.py", "asr.py", "asr_long.py"):
     config = cu.load_config(f"configs/{name}")
     assert sorted(cu.flat_keys(config)) == sorted(cu.flat_keys(cu.default_config())), name
-  with pytest.raises(FileNotFoundError, match="shipped configs: configs/asr.py, configs/default.py"):
+  with pytest.raises(FileNotFoundError, match="shipped configs: configs/asr.py, configs/asr_long.py, configs/default.py"):
     cu.load_config("configs/nope.py")
