@@ -3,7 +3,7 @@
 configs/asr.py is sized to finish in about 10 minutes on a 2-core CPU, and there the CTC heads
 learn characters (CER 45-48%) but few words (WER about 95%, a constant transcript's being 97.4%).
 Words need about four times the client steps: this config runs the paper's 100 rounds over three
-times the readers (300, ten held out), 35-40 minutes on the same CPU. Over three seeds it ends at
+times the readers (300, ten held out), 34-41 minutes on the same CPU. Over three seeds it ends at
 WER 85.4 / 77.6 and CER 31.4 / 27.4 at exits 3 / 9 (a constant transcript's: 97.5 and 76.5);
 the README's ASR section has the figures per seed.
 
