@@ -1,6 +1,7 @@
 """configs/*.py and config_utils: schema, overrides with type coercion, validation errors."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import ml_collections
@@ -66,14 +67,12 @@ def test_asr_long_is_asr_over_100_rounds_and_300_readers():
   short = cu.load_config(REPO / "configs" / "asr.py").to_dict()
   long_ = cu.load_config(REPO / "configs" / "asr_long.py").to_dict()
 
-  def flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-      out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-    return out
+  def get(c, key):
+    return functools.reduce(lambda d, part: d[part], key.split("."), c)
 
-  a, b = flat(short), flat(long_)
-  assert {k: (a[k], b[k]) for k in a if a[k] != b[k]} == {
+  assert cu.flat_keys(short) == cu.flat_keys(long_)
+  assert {k: (get(short, k), get(long_, k)) for k in cu.flat_keys(short)
+          if get(short, k) != get(long_, k)} == {
       "rounds": (25, 100), "eval_every": (5, 10), "data.num_speakers": (100, 300),
       "data.test_fraction": (0.1, 0.034)}
   from fedexit_jax.data import synth

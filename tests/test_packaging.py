@@ -28,5 +28,6 @@ def test_configs_are_found_through_the_package(tmp_path, monkeypatch):
                "kws35.py", "sid.py", "er.py", "asr.py", "asr_long.py"):
     config = cu.load_config(f"configs/{name}")
     assert sorted(cu.flat_keys(config)) == sorted(cu.flat_keys(cu.default_config())), name
-  with pytest.raises(FileNotFoundError, match="shipped configs: configs/asr.py, configs/asr_long.py, configs/default.py"):
+  with pytest.raises(FileNotFoundError,
+                     match="shipped configs: configs/asr.py, configs/asr_long.py, configs/default.py"):
     cu.load_config("configs/nope.py")
