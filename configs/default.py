@@ -28,6 +28,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.rounds = 40  # federated rounds
   c.eval_every = 5  # evaluate the global model on the central test set every k rounds (and last)
   c.eval_batch_size = 128
+  # ASR only: also read each exit with a lexicon-constrained CTC beam search (no language model;
+  # fedexit_jax.ctc_lexicon) and report "wer_lexicon" / "cer_lexicon" beside the greedy "wer" /
+  # "cer". lexicon: "" (off) | "train" (the words of the clients' transcripts) | a word-list file
+  # (the first field of each line, e.g. LibriSpeech's librispeech-lexicon.txt)
+  c.decode = ml_collections.ConfigDict()
+  c.decode.lexicon = ""
+  c.decode.beam_size = 50
+  c.decode.word_score = 0.0  # added per word: > 0 favours more (shorter) words, < 0 fewer
   c.checkpoint_every = 10  # rounds between checkpoints (the last round is always saved)
   c.max_checkpoints = 2  # finalized checkpoints kept on disk
   c.progress_bar = True

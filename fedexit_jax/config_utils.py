@@ -362,6 +362,12 @@ def validate_config(config: ml_collections.ConfigDict,
     raise ConfigError(f"model.frame_head_kernel must be a whole number of frames, got "
                       f"{config.model.frame_head_kernel!r}")
   _choice(config.task, TASKS, "task")
+  if config.decode.lexicon and config.task != "asr":
+    raise ConfigError(f"decode.lexicon={config.decode.lexicon!r} reads CTC transcripts: only task "
+                      f"asr has them, not {config.task!r}")
+  if not isinstance(config.decode.beam_size, int) or config.decode.beam_size < 1:
+    raise ConfigError(f"decode.beam_size must be a whole number >= 1, got "
+                      f"{config.decode.beam_size!r}")
   _choice(config.weighting, WEIGHTINGS, "weighting")
   _choice(config.loss, LOSSES, "loss")
   _choice(config.client_optimizer.name, CLIENT_OPTIMIZERS, "client_optimizer.name")

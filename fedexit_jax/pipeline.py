@@ -308,7 +308,7 @@ def round_spec(config: ml_collections.ConfigDict, encoder: EncoderConfig,
                           train_feature_encoder=not config.model.freeze_feature_encoder,
                           head=task.head, mask_group_norm=task.mask_padding)
   client = fl.ClientSpec(model, optimizer=client_optimizer(config.client_optimizer),
-                         objective=task.objective,
+                         objective=task.objective_for(config),
                          loss=LOSS_NAMES[config.loss], local_epochs=config.local_epochs,
                          local_steps=config.local_steps, batch_size=config.batch_size,
                          prox_mu=config.fedprox_mu, distill_weight=config.distill_weight,

@@ -211,7 +211,7 @@ def evaluate_exits(config, task, encoder, params, frozen, data: pipeline.Federat
                    batch_size=config.eval_batch_size, heads_at=exits,
                    objective=spec.client.objective)
   scores = dict(task.metrics(ev, corpus.test))
-  scores.update(task.extra_metrics(config, encoder, params, frozen, exits, corpus))
+  scores.update(task.extra_metrics(config, encoder, params, frozen, exits, corpus, ev))
   return ev, scores
 
 

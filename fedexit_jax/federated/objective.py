@@ -81,9 +81,12 @@ class CTC(Objective):
   The loss is per utterance (summed over its frames), divided by its label length when
   `per_token` (the usual normalisation, so long utterances do not dominate a batch). Evaluation:
   "loss" and "best_path" [n, B, T] (the argmax frame ids, -1 on padded frames); greedy decoding
-  (collapse repeats, drop blanks) and WER/CER need the vocabulary and are the task's."""
+  (collapse repeats, drop blanks) and WER/CER need the vocabulary and are the task's. With
+  `keep_log_probs`, also "log_probs" [n, B, T, V] for a beam-search decoder (4 bytes per frame
+  and symbol of the whole test set, so only when asked)."""
   blank: int = 0
   per_token: bool = True
+  keep_log_probs: bool = False
 
   def example_loss(self, outputs, labels):
     logits, frame_mask = outputs
@@ -106,7 +109,10 @@ class CTC(Objective):
   def eval_outputs(self, outputs, labels):
     logits, frame_mask = outputs
     best = jnp.where(frame_mask[None], jnp.argmax(logits, axis=-1), -1)
-    return {"loss": self.example_loss(outputs, labels), "best_path": best.astype(jnp.int32)}
+    out = {"loss": self.example_loss(outputs, labels), "best_path": best.astype(jnp.int32)}
+    if self.keep_log_probs:
+      out["log_probs"] = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return out
 
 
 def distillation(objective: Objective, outputs: PyTree, example_mask: jax.Array,

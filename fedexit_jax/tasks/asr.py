@@ -11,6 +11,10 @@ and small subsets; all of train-clean-100 (100 h, up to 35 s) needs a large host
 Head: per-frame (heads "frames": a temporal conv, then linear) over the 29-symbol character
 vocabulary (blank, space, apostrophe, a-z); CTC loss (optax); greedy decoding; WER and CER
 (jiwer), lower is better. Labels are the token ids of the transcript, padded with the blank.
+With `decode.lexicon`, the same heads are also read by a lexicon-constrained beam search
+(ctc_lexicon): "wer_lexicon" and "cer_lexicon". Its "train" lexicon is the words of the clients'
+transcripts: a simulation's shortcut (a deployed server would not see them; it would take a
+public word list, which a file lexicon stands for).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import logging
 import ml_collections
 import numpy as np
 
-from fedexit_jax import config_utils, scoring
+from fedexit_jax import config_utils, ctc_lexicon, scoring
 from fedexit_jax import federated as fl
 from fedexit_jax.data import librispeech, synth_tasks, utterances
 from fedexit_jax.tasks.base import Corpus, Task
@@ -55,6 +59,23 @@ def _whole(data: utterances.Utterances, max_seconds: float) -> utterances.Uttera
   return out._replace(waveforms=out.waveforms[:, :int(out.lengths.max())])
 
 
+def _error_rates(test, hyps_per_exit, suffix: str = "") -> dict[str, np.ndarray]:
+  """{"wer" + suffix: [n], "cer" + suffix: [n]} of the exits' transcripts of the test set; with
+  several test splits (test-clean and test-other) also one pair per split ("wer_test_clean")."""
+  refs = np.array([str(t) for t in test.texts], dtype=object)
+  groups = {"": np.ones(len(refs), bool)}
+  splits = sorted(set(test.splits.tolist()))
+  if len(splits) > 1:
+    groups.update({"_" + s.replace("-", "_"): test.splits == s for s in splits})
+  out = {f"{m}{suffix}{g}": [] for g in groups for m in ("wer", "cer")}
+  for hyps in hyps_per_exit:
+    hyps = np.array(hyps, dtype=object)
+    for g, sel in groups.items():
+      out[f"wer{suffix}{g}"].append(scoring.wer(list(refs[sel]), list(hyps[sel])))
+      out[f"cer{suffix}{g}"].append(scoring.cer(list(refs[sel]), list(hyps[sel])))
+  return {k: np.array(v) for k, v in out.items()}
+
+
 class SpeechRecognition(Task):
   name = "asr"
   head = "frames"
@@ -81,6 +102,9 @@ class SpeechRecognition(Task):
     del config, corpus
     return len(librispeech.VOCAB)
 
+  def objective_for(self, config):
+    return fl.CTC(blank=0, keep_log_probs=bool(config.decode.lexicon))
+
   def labels(self, part) -> np.ndarray:
     """Token ids [U, L] of the transcripts, padded with the blank (0), L the longest."""
     ids = [librispeech.text_to_ids(t) for t in part.texts]
@@ -91,19 +115,30 @@ class SpeechRecognition(Task):
 
   def metrics(self, ev, test):
     """WER and CER of the greedy CTC transcripts per exit (per test split with several)."""
-    refs = np.array([str(t) for t in test.texts], dtype=object)
-    groups = {"": np.ones(len(refs), bool)}
-    splits = sorted(set(test.splits.tolist()))
-    if len(splits) > 1:  # e.g. test-clean and test-other: each its own row too
-      groups.update({"_" + s.replace("-", "_"): test.splits == s for s in splits})
-    out = {f"{m}{g}": [] for g in groups for m in ("wer", "cer")}
-    for path in ev["best_path"]:  # [M, T] per exit, -1 on padded frames
-      hyps = np.array([librispeech.ids_to_text(h)
-                       for h in scoring.ctc_greedy_decode(path, path >= 0)], dtype=object)
-      for g, sel in groups.items():
-        out[f"wer{g}"].append(scoring.wer(list(refs[sel]), list(hyps[sel])))
-        out[f"cer{g}"].append(scoring.cer(list(refs[sel]), list(hyps[sel])))
-    return {k: np.array(v) for k, v in out.items()}
+    return _error_rates(test, [[librispeech.ids_to_text(h)
+                                for h in scoring.ctc_greedy_decode(path, path >= 0)]
+                               for path in ev["best_path"]])  # [M, T] per exit, -1 padded
+
+  def extra_metrics(self, config, encoder, params, frozen, exits, corpus, ev):
+    """{"wer_lexicon": [n], "cer_lexicon": [n]} with decode.lexicon set (else {}): each exit's
+    log-probs read by the lexicon-constrained beam search (the decoder is built once per run)."""
+    del encoder, params, frozen, exits
+    if not config.decode.lexicon:
+      return {}
+    key = (config.decode.lexicon, config.decode.beam_size, config.decode.word_score,
+           id(corpus.train))
+    if getattr(self, "_lexicon_key", None) != key:
+      words = (ctc_lexicon.training_words(corpus.train.texts)
+               if config.decode.lexicon == "train"
+               else ctc_lexicon.read_word_list(config.decode.lexicon))
+      # pylint: disable=attribute-defined-outside-init
+      self._lexicon = ctc_lexicon.LexiconDecoder(
+          words, librispeech.VOCAB, blank=0, separator=librispeech.VOCAB.index(" "),
+          beam_size=config.decode.beam_size, word_score=config.decode.word_score)
+      self._lexicon_key = key
+    lengths = (ev["best_path"][0] >= 0).sum(axis=-1)
+    return _error_rates(corpus.test, [self._lexicon.transcripts(lp, lengths)
+                                      for lp in ev["log_probs"]], suffix="_lexicon")
 
   def chance(self, config, corpus):
     return 1.0  # no words right

@@ -56,10 +56,16 @@ class Task(abc.ABC):
     """{metric: [n] per evaluated exit} from fl.evaluate's output on the test set."""
     return {"error": ev["error"]}
 
+  def objective_for(self, config: ml_collections.ConfigDict) -> fl.Objective:
+    """The objective a run with `config` trains and evaluates with (default: `objective`)."""
+    del config
+    return self.objective
+
   def extra_metrics(self, config, encoder, params: dict, frozen: dict, exits: tuple[int, ...],
-                    corpus: Corpus) -> dict[str, np.ndarray]:
-    """Metrics that need more than the test set's outputs (speaker verification); {} if none."""
-    del config, encoder, params, frozen, exits, corpus
+                    corpus: Corpus, ev: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Metrics that need more than the test set's outputs `ev` (speaker verification, lexicon
+    decoding); {} if none."""
+    del config, encoder, params, frozen, exits, corpus, ev
     return {}
 
   def chance(self, config, corpus: Corpus | None) -> float | None:

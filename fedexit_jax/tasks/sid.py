@@ -58,9 +58,10 @@ class SpeakerId(Task):
       raise ValueError("speaker id: the number of classes (speakers) comes from the corpus")
     return len(corpus.train.class_names)
 
-  def extra_metrics(self, config, encoder, params, frozen, exits, corpus):
+  def extra_metrics(self, config, encoder, params, frozen, exits, corpus, ev):
     """{"eer": [n]}: verification EER at each evaluated exit. With a frozen CNN the trial
     utterances' conv features are computed once per run (kept on this task object)."""
+    del ev
     utts, trials = corpus.extra["verify"]
     frozen_cnn = "feature_extractor" in frozen
     feats = getattr(self, "_verify_features", None) if frozen_cnn else None
