@@ -8,7 +8,8 @@ corpus's test readers, which the smaller corpus does not contain).
       --config.data.test_fraction=0.034 --a runs/n100_s0 runs/n100_s1 runs/n100_s2 \\
       --b runs/n300_s0 runs/n300_s1 runs/n300_s2
 
-Prints one JSON line per run (its round and the task's metrics per exit, %) and, for each
+Prints one JSON line per run (its round and the task's metrics per exit, %, as the run reports
+them: with ASR's decode.lexicon also the lexicon-decoded ones) and, for each
 metric and exit, the paired difference b - a over the seeds (mean, 95% t interval, p-value).
 The runs must share --config's model (backbone, exits, heads); another is a clear error. Each
 run's model is built as the run built it (from its saved seed), so a run scored on its own
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import jax
 
-from fedexit_jax import checkpoint, config_utils, models, pipeline, stats
+from fedexit_jax import checkpoint, config_utils, models, pipeline, stats, train
 from fedexit_jax import federated as fl
 from fedexit_jax.federated import trees
 
@@ -61,10 +62,8 @@ def score_runs(config, workdirs) -> dict[str, dict]:
     if restored is None:
       raise ValueError(f"{wd}: no checkpoint")
     state, step = restored
-    ev = fl.evaluate(spec.client.model, state.params, data.test_inputs, data.test_mask,
-                     data.test_labels, batch_size=config.eval_batch_size, heads_at=exits,
-                     objective=spec.client.objective)
-    scores = task.metrics(ev, corpus.test)
+    _, scores = train.evaluate_exits(config, task, enc, state.params, frozen, data, corpus,
+                                     spec, exits)
     out[str(wd)] = {"round": int(step), **{m: {str(e): 100 * float(v) for e, v in zip(exits, vals)}
                                            for m, vals in scores.items()}}
   return out

@@ -28,12 +28,13 @@ layout) and on the real corpus with --config.data.source=folder --config.data.di
   configs/kws35.py   keyword spotting, 35 classes                      metrics: error
   configs/sid.py     speaker id (VoxCeleb1 layout) + verification      metrics: error, eer
   configs/er.py      emotion, 4 classes (IEMOCAP layout; offline: a prosodic stand-in)  error
-  configs/asr.py     speech recognition, CTC (LibriSpeech layout)      metrics: wer, cer
+  configs/asr.py     speech recognition, CTC (LibriSpeech layout)      metrics: wer, cer (greedy),
+                     wer_lexicon, cer_lexicon (beam search over the training words' lexicon)
 
 Workdir outputs:
   config.json          the config this run used
   metrics.jsonl        one JSON object per evaluated round: {"round": r, "error": {"3": ..}, ..}
-                       (one {exit: value} map per task metric: error, eer, wer, cer)
+                       (one {exit: value} map per task metric: error, eer, wer, cer, ...)
   tensorboard/         the same metrics as TensorBoard scalars (tensorboard --logdir WORKDIR)
   checkpoints/<round>/ orbax checkpoints (server params, optimizer state, round, RNG)
   plots/*.png          each metric per exit over rounds, cost per tier, accuracy vs exit depth

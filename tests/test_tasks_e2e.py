@@ -163,12 +163,12 @@ def test_cross_test_scores_runs_on_one_test_set_paired_by_seed(cache, tmp_path, 
   for run in runs:
     own = metrics.read_metrics(run)[-1]
     assert scored[str(run)]["round"] == 2
-    for name in ("wer", "cer"):
+    for name in METRICS["asr"]:  # the lexicon-decoded ones too (extra_metrics)
       assert set(scored[str(run)][name]) == {"2", "4"}
       for e, v in own[name].items():  # the same model on the same sentences
         assert scored[str(run)][name][e] == pytest.approx(100 * v, abs=1e-6)
   diffs = {(l["metric"], l["exit"]): l for l in lines if "metric" in l}
-  assert set(diffs) == {(m, e) for m in ("wer", "cer") for e in ("2", "4")}
+  assert set(diffs) == {(m, e) for m in METRICS["asr"] for e in ("2", "4")}
   for (m, e), row in diffs.items():
     assert row["b_minus_a"] == pytest.approx(scored[str(runs[1])][m][e] - scored[str(runs[0])][m][e])
     assert row["verdict"] == "one seed: no verdict"
