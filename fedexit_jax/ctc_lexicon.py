@@ -7,6 +7,12 @@ It is a second reading of the same CTC heads, not the paper's metric: the paper 
 task's "wer"/"cer") decode greedily. The score of a hypothesis is its best alignment's summed
 frame log-probability (Viterbi, `log_add=False`) plus `word_score` per word (an insertion bonus
 or penalty); the word separator (space) may be emitted between words or left out.
+
+Alignments are flashlight's token passing, which is CTC's except at a word's last symbol: the
+word ends on the first frame of that symbol, so a held last symbol's further frames are read as
+blank or separator, and a doubled last symbol ("ll" of "hill") may be read from one held run
+without the blank CTC needs between repeats. Trained CTC heads emit most symbols on one frame,
+which keeps the difference small; the tests pin both cases.
 """
 from __future__ import annotations
 

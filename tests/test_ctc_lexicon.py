@@ -51,6 +51,20 @@ def test_word_score_decides_between_one_word_and_two():
   assert ctc_lexicon.LexiconDecoder(words, VOCAB, word_score=-1.0).best(lp)[0] == ["ab"]
 
 
+def test_a_words_last_symbol_is_read_as_flashlight_reads_it():
+  """Pinned so that another flashlight-text that changes it is noticed (module docstring)."""
+  a, b = {"a": 1.0}, {"b": 1.0}
+  floor = np.log(FLOOR / (1 + 3 * FLOOR))  # a symbol a frame does not name
+  # "ab" with its b held over two frames: the word ends on the first b, the second is read as
+  # a blank (exact CTC would read "ab" at no cost)
+  words, score = ctc_lexicon.LexiconDecoder(["ab"], VOCAB).best(_frames(a, b, b))
+  assert words == ["ab"]
+  np.testing.assert_allclose(score, floor, rtol=1e-4)
+  # "abb" from a, b, b with no blank between the b's (exact CTC reads that as "ab")
+  words, score = ctc_lexicon.LexiconDecoder(["abb"], VOCAB).best(_frames(a, b, b))
+  assert words == ["abb"] and score > floor / 100
+
+
 def test_bad_lexicons_and_log_probs_are_named():
   with pytest.raises(ValueError, match="word 'ac' has symbols outside the vocabulary"):
     ctc_lexicon.LexiconDecoder(["ab", "ac"], VOCAB)
