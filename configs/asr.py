@@ -5,9 +5,9 @@ characters, CTC loss, greedy decoding (and a lexicon beam search beside it); WER
 exit. Partition by speaker; tiers at layers 3 and 9 (the paper's best ASR layer).
 
   fedexit run --config configs/asr.py --workdir runs/asr
-  # about 10 minutes on 2 cores: characters, and few words decoded greedily (a quarter right
-  # with the lexicon); configs/asr_long.py (100 rounds, 300 readers, 34-41 minutes) is where
-  # greedy words come out
+  # about 10 minutes on 2 cores: characters, and few words decoded greedily (WER about 75 with
+  # the lexicon); configs/asr_long.py (100 rounds, 300 readers, 34-41 minutes) is where greedy
+  # words come out
   # LibriSpeech: --config.data.source=folder --config.data.dir=/data/LibriSpeech
   #   --config.data.test_splits='("test-clean","test-other")' ...
 """
