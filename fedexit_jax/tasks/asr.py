@@ -18,6 +18,7 @@ public word list, which a file lexicon stands for).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import ml_collections
@@ -103,7 +104,7 @@ class SpeechRecognition(Task):
     return len(librispeech.VOCAB)
 
   def objective_for(self, config):
-    return fl.CTC(blank=0, keep_log_probs=bool(config.decode.lexicon))
+    return dataclasses.replace(self.objective, keep_log_probs=bool(config.decode.lexicon))
 
   def labels(self, part) -> np.ndarray:
     """Token ids [U, L] of the transcripts, padded with the blank (0), L the longest."""
