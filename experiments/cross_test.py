@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 
@@ -39,13 +40,20 @@ def run_seed(workdir) -> int:
     raise ValueError(f"{workdir}: not a run folder ({path}: {e})") from None
 
 
-def score_runs(config, workdirs) -> dict[str, dict]:
-  """{workdir: {"round": r, metric: {exit: %}}} on config's test set."""
+class Scored(NamedTuple):
+  round: int  # the checkpoint's
+  exits: tuple[int, ...]  # the trained exits, in the order of the evaluation's rows
+  ev: dict  # fl.evaluate's outputs on config's test set
+  scores: dict  # the task's metrics {name: [n]} (fractions), as the run reports them
+
+
+def evaluate_runs(config, workdirs, corpus=None):
+  """(workdir, Scored) per run, each run's newest checkpoint evaluated on config's test set
+  (corpus: config's, if already loaded)."""
   encoder = config_utils.validate_config(config)
-  corpus = pipeline.load_corpus(config)
+  corpus = pipeline.load_corpus(config) if corpus is None else corpus
   task = pipeline.task_of(config)
   depths = tuple(sorted({t["max_depth"] for t in config.tiers}))
-  out = {}
   for wd in workdirs:
     # as train.Simulation builds the model: the same frozen CNN, so the same features
     rng_model, rng_server = jax.random.split(jax.random.key(run_seed(wd)))
@@ -62,11 +70,17 @@ def score_runs(config, workdirs) -> dict[str, dict]:
     if restored is None:
       raise ValueError(f"{wd}: no checkpoint")
     state, step = restored
-    _, scores = train.evaluate_exits(config, task, enc, state.params, frozen, data, corpus,
-                                     spec, exits)
-    out[str(wd)] = {"round": int(step), **{m: {str(e): 100 * float(v) for e, v in zip(exits, vals)}
-                                           for m, vals in scores.items()}}
-  return out
+    ev, scores = train.evaluate_exits(config, task, enc, state.params, frozen, data, corpus,
+                                      spec, exits)
+    yield wd, Scored(int(step), tuple(exits), ev, scores)
+
+
+def score_runs(config, workdirs) -> dict[str, dict]:
+  """{workdir: {"round": r, metric: {exit: %}}} on config's test set."""
+  return {str(wd): {"round": s.round,
+                    **{m: {str(e): 100 * float(v) for e, v in zip(s.exits, vals)}
+                       for m, vals in s.scores.items()}}
+          for wd, s in evaluate_runs(config, workdirs)}
 
 
 def paired(results: dict, a, b) -> list[dict]:

@@ -144,10 +144,11 @@ def test_central_exit_trains_one_exit_on_the_pooled_data(cache, capsys):
   assert "--depth 3 is not an exit layer" in capsys.readouterr().err
 
 
-def test_cross_test_scores_runs_on_one_test_set_paired_by_seed(cache, tmp_path, capsys):
+def test_cross_test_and_word_score_choice_on_finished_runs(cache, tmp_path, capsys):
   """experiments/cross_test.py: two seeds' finished ASR runs, scored on their own config's test
   set, give back each run's own final metrics; the pairing reads b - a per metric and exit; a
-  run of another model is a clear error."""
+  run of another model is a clear error. experiments/choose_word_score.py reads the same runs'
+  exits once per word score and picks the lowest mean lexicon WER."""
   sys.path.insert(0, str(config_utils.configs_dir().parent / "experiments"))
   import cross_test  # pylint: disable=import-outside-toplevel
   runs = []
@@ -175,3 +176,31 @@ def test_cross_test_scores_runs_on_one_test_set_paired_by_seed(cache, tmp_path, 
   with pytest.raises(SystemExit):  # another head width: not this config's model
     cross_test.main(args + ["--config.model.frame_head_kernel=5", "--a", str(runs[0])])
   assert "not this config's model" in capsys.readouterr().err
+
+  # experiments/choose_word_score.py on the same runs (their own test set as the development set
+  # here): the row at the config's word score is each run's own lexicon figure; the choice is
+  # the lowest mean over runs and exits
+  import choose_word_score  # pylint: disable=import-outside-toplevel
+  own_score = _config(cache, "asr").decode.word_score
+  grid = sorted({-1.0, own_score, 2.0})
+  assert choose_word_score.main(args + ["--runs", *map(str, runs),
+                                        "--grid", *map(str, grid)]) == 0
+  lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+  rows = {(l["word_score"], l["run"]): l for l in lines if "run" in l}
+  assert set(rows) == {(w, str(r)) for w in grid for r in runs}
+  for run in runs:
+    own = metrics.read_metrics(run)[-1]
+    for m in ("wer_lexicon", "cer_lexicon"):
+      assert set(rows[(own_score, str(run))][m]) == {"2", "4"}
+      for e, v in own[m].items():
+        assert rows[(own_score, str(run))][m][e] == pytest.approx(100 * v, abs=1e-6)
+  means = {l["word_score"]: l["mean_wer_lexicon"] for l in lines if "mean_wer_lexicon" in l}
+  for w in grid:
+    assert means[w] == pytest.approx(np.mean([rows[(w, str(r))]["wer_lexicon"][e]
+                                              for r in runs for e in ("2", "4")]), abs=1e-3)
+  assert lines[-1] == {"chosen": min(grid, key=lambda w: (means[w], abs(w), w))}
+  for bad, why in ((["--config.decode.lexicon="], "decode.lexicon is off"),
+                   (["--config", str(config_utils.configs_dir() / "kws12.py")], "an ASR config")):
+    with pytest.raises(SystemExit):
+      choose_word_score.main(args + bad + ["--runs", str(runs[0])])
+    assert why in capsys.readouterr().err

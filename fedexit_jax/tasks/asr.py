@@ -77,6 +77,25 @@ def _error_rates(test, hyps_per_exit, suffix: str = "") -> dict[str, np.ndarray]
   return {k: np.array(v) for k, v in out.items()}
 
 
+def lexicon_decoder(config, corpus, word_score: float | None = None) -> ctc_lexicon.LexiconDecoder:
+  """decode.lexicon's decoder ("train": the words of corpus.train's transcripts; else a word-list
+  file), with decode.beam_size and decode.word_score (or `word_score`)."""
+  d = config.decode
+  words = (ctc_lexicon.training_words(corpus.train.texts) if d.lexicon == "train"
+           else ctc_lexicon.read_word_list(d.lexicon))
+  return ctc_lexicon.LexiconDecoder(
+      words, librispeech.VOCAB, blank=0, separator=librispeech.VOCAB.index(" "),
+      beam_size=d.beam_size, word_score=d.word_score if word_score is None else word_score)
+
+
+def lexicon_error_rates(decoder: ctc_lexicon.LexiconDecoder, test, ev) -> dict[str, np.ndarray]:
+  """{"wer_lexicon": [n], "cer_lexicon": [n]} (and per test split) of the evaluation's exits
+  (ev from fl.evaluate with the objective's keep_log_probs) read by `decoder`."""
+  lengths = (ev["best_path"][0] >= 0).sum(axis=-1)
+  return _error_rates(test, [decoder.transcripts(lp, lengths) for lp in ev["log_probs"]],
+                      suffix="_lexicon")
+
+
 class SpeechRecognition(Task):
   name = "asr"
   head = "frames"
@@ -129,17 +148,10 @@ class SpeechRecognition(Task):
     key = (config.decode.lexicon, config.decode.beam_size, config.decode.word_score,
            id(corpus.train))
     if getattr(self, "_lexicon_key", None) != key:
-      words = (ctc_lexicon.training_words(corpus.train.texts)
-               if config.decode.lexicon == "train"
-               else ctc_lexicon.read_word_list(config.decode.lexicon))
       # pylint: disable=attribute-defined-outside-init
-      self._lexicon = ctc_lexicon.LexiconDecoder(
-          words, librispeech.VOCAB, blank=0, separator=librispeech.VOCAB.index(" "),
-          beam_size=config.decode.beam_size, word_score=config.decode.word_score)
+      self._lexicon = lexicon_decoder(config, corpus)
       self._lexicon_key = key
-    lengths = (ev["best_path"][0] >= 0).sum(axis=-1)
-    return _error_rates(corpus.test, [self._lexicon.transcripts(lp, lengths)
-                                      for lp in ev["log_probs"]], suffix="_lexicon")
+    return lexicon_error_rates(self._lexicon, corpus.test, ev)
 
   def chance(self, config, corpus):
     return 1.0  # no words right
