@@ -31,38 +31,54 @@ def test_a_misspelt_greedy_reading_becomes_the_word_its_frames_support_best():
   np.testing.assert_allclose(score, lp[0, 2] + lp[1, 3], rtol=1e-5)
 
 
-def test_words_follow_each_other_with_or_without_a_separator():
+def test_words_are_read_between_separators():
   dec = ctc_lexicon.LexiconDecoder(["ab", "ba"], VOCAB)
   a, b, blank, sep = {"a": 1.0}, {"b": 1.0}, {"_": 1.0}, {" ": 1.0}
-  # a blank between the two b's (CTC needs one to spell a repeated symbol), no separator
-  assert dec.best(_frames(a, b, blank, b, a))[0] == ["ab", "ba"]
-  assert dec.best(_frames(a, b, sep, b, a))[0] == ["ab", "ba"]
+  floor = np.log(FLOOR / (1 + 3 * FLOOR))  # a symbol a frame does not name
+  words, score = dec.best(_frames(a, b, sep, b, a))
+  assert words == ["ab", "ba"] and score > floor / 100  # every frame read as it says
+  # no separator between the words: one is read where the frame says blank, at its cost
+  words, score = dec.best(_frames(a, b, blank, b, a))
+  assert words == ["ab", "ba"]
+  np.testing.assert_allclose(score, floor, rtol=1e-4)
   lp = np.stack([_frames(a, b, sep, b, a), _frames(b, a, blank, blank, blank)])
   assert dec.transcripts(lp, np.array([5, 2])) == ["ab ba", "ba"]
   assert dec.best(np.zeros((0, 4)))[0] == []
 
 
 def test_word_score_decides_between_one_word_and_two():
-  # frames a, b: "ab" (one word) and "a" + "b" (two) have the same acoustic score; the word
-  # score added per word breaks the tie either way.
-  lp = _frames({"a": 1.0}, {"b": 1.0})
+  # frames a, (blank or separator, even), b: "ab" reads a, blank, b and "a" + "b" reads a,
+  # separator, b: the same acoustic score (log 0.5); the word score added per word breaks the
+  # tie either way.
+  lp = _frames({"a": 1.0}, {"_": 0.5, " ": 0.5}, {"b": 1.0})
   words = ["a", "ab", "b"]
-  assert ctc_lexicon.LexiconDecoder(words, VOCAB, word_score=1.0).best(lp)[0] == ["a", "b"]
-  assert ctc_lexicon.LexiconDecoder(words, VOCAB, word_score=-1.0).best(lp)[0] == ["ab"]
+  for word_score, best in ((1.0, ["a", "b"]), (-1.0, ["ab"])):
+    got, score = ctc_lexicon.LexiconDecoder(words, VOCAB, word_score=word_score).best(lp)
+    assert got == best
+    np.testing.assert_allclose(score, np.log(0.5) + word_score * len(best), atol=1e-4)
 
 
-def test_a_words_last_symbol_is_read_as_flashlight_reads_it():
-  """Pinned so that another flashlight-text that changes it is noticed (module docstring)."""
-  a, b = {"a": 1.0}, {"b": 1.0}
-  floor = np.log(FLOOR / (1 + 3 * FLOOR))  # a symbol a frame does not name
-  # "ab" with its b held over two frames: the word ends on the first b, the second is read as
-  # a blank (exact CTC would read "ab" at no cost)
-  words, score = ctc_lexicon.LexiconDecoder(["ab"], VOCAB).best(_frames(a, b, b))
-  assert words == ["ab"]
-  np.testing.assert_allclose(score, floor, rtol=1e-4)
-  # "abb" from a, b, b with no blank between the b's (exact CTC reads that as "ab")
-  words, score = ctc_lexicon.LexiconDecoder(["abb"], VOCAB).best(_frames(a, b, b))
-  assert words == ["abb"] and score > floor / 100
+def test_reading_is_exact_ctc_at_a_words_last_letter():
+  """A held last letter is one letter; a doubled one needs a blank between its frames (CTC's
+  rule, which flashlight's plain lexicon breaks at a word's last symbol: module docstring)."""
+  a, b, blank = {"a": 1.0}, {"b": 1.0}, {"_": 1.0}
+  dec = ctc_lexicon.LexiconDecoder(["ab", "abb"], VOCAB)
+  words, score = dec.best(_frames(a, b, b))
+  assert words == ["ab"] and score > -1e-4  # b held over two frames, at no cost
+  words, score = dec.best(_frames(a, b, blank, b))
+  assert words == ["abb"] and score > -1e-4
+
+
+def test_the_same_log_probs_decode_the_same_way_with_every_decoder():
+  """Equal-score readings are what flashlight orders by memory address; words read between
+  separators leave none, so fresh decoders (fresh tries at other addresses) agree."""
+  rng = np.random.default_rng(0)
+  words = ["a", "ab", "ba", "b", "aa", "bb", "aba", "bab"]
+  lp = np.log(rng.dirichlet(np.full(len(VOCAB), 0.3), size=(40, 30)))
+  lengths = rng.integers(10, 31, size=40)
+  first = ctc_lexicon.LexiconDecoder(words, VOCAB, beam_size=4).transcripts(lp, lengths)
+  for _ in range(5):
+    assert ctc_lexicon.LexiconDecoder(words, VOCAB, beam_size=4).transcripts(lp, lengths) == first
 
 
 def test_bad_lexicons_and_log_probs_are_named():
