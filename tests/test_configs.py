@@ -62,8 +62,9 @@ def test_asr_starts_from_the_backbone_pretrained_on_sentences():
 
 
 def test_asr_long_is_asr_over_100_rounds_and_300_readers():
-  """Only the length, the readers and the evaluation cadence differ: the same task, model,
-  tiers and optimiser as configs/asr.py, so its figures extend the 10-minute run's."""
+  """Only the length, the readers, the evaluation cadence and the rate's schedule over rounds
+  differ: the same task, model, tiers and optimiser as configs/asr.py, so its figures extend the
+  10-minute run's."""
   short = cu.load_config(REPO / "configs" / "asr.py").to_dict()
   long_ = cu.load_config(REPO / "configs" / "asr_long.py").to_dict()
 
@@ -74,7 +75,8 @@ def test_asr_long_is_asr_over_100_rounds_and_300_readers():
   assert {k: (get(short, k), get(long_, k)) for k in cu.flat_keys(short)
           if get(short, k) != get(long_, k)} == {
       "rounds": (25, 100), "eval_every": (5, 10), "data.num_speakers": (100, 300),
-      "data.test_fraction": (0.1, 0.034)}
+      "data.test_fraction": (0.1, 0.034),
+      "client_optimizer.schedule": ("constant", "warmup_cosine")}
   from fedexit_jax.data import synth
   for c in (short, long_):  # ten readers held out in both
     ids = [str(i) for i in range(c["data"]["num_speakers"])]
