@@ -6,7 +6,7 @@ exit. Partition by speaker; tiers at layers 3 and 9 (the paper's best ASR layer)
 
   fedexit run --config configs/asr.py --workdir runs/asr
   # about 10 minutes on 2 cores: characters, and few words decoded greedily (WER about 70 with
-  # the lexicon); configs/asr_long.py (100 rounds, 300 readers, 40 to 70 minutes) is where greedy
+  # the lexicon); configs/asr_long.py (100 rounds, 300 readers, about 40-70 minutes) is where greedy
   # words come out
   # LibriSpeech: --config.data.source=folder --config.data.dir=/data/LibriSpeech
   #   --config.data.test_splits='("test-clean","test-other")' ...

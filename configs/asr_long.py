@@ -4,10 +4,10 @@ configs/asr.py is sized to finish in about 10 minutes on a 2-core CPU, and there
 learn characters (CER 45-48%) but, decoded greedily, few words (WER about 95%, a constant
 transcript's being 97.4%; 69-71% read with the lexicon). Greedy words need about four times the
 client steps: this config runs the paper's 100 rounds over three times the readers (300, ten held
-out), 40 to 70 minutes on the same CPU, with the client rate falling along a cosine from 1e-3 to
-1e-4. Over three seeds it ends at greedy WER 81.6 / 76.7 and CER 29.1 / 25.9 at exits 3 / 9 (a
-constant transcript's: 97.5 and 76.5), and lexicon-decoded WER 33.2 / 26.1; the README's ASR
-section has the figures per seed.
+out), about 40 to 70 minutes on the same CPU, with the client rate falling along a cosine from
+1e-3 to 1e-4. Over three seeds it ends at greedy WER 81.6 / 76.7 and CER 29.1 / 25.9 at exits
+3 / 9 (a constant transcript's: 97.5 and 76.5), and lexicon-decoded WER 33.2 / 26.1; the
+README's ASR section has the figures per seed.
 
   fedexit run --config configs/asr_long.py --workdir runs/asr_long
 """
