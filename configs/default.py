@@ -101,6 +101,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Taps of the temporal convolution in the per-frame ("frames", CTC) exit heads; 3 frames =
   # 60 ms of context. Classification heads ignore it.
   c.model.frame_head_kernel = 3
+  # Units per direction of a bidirectional GRU after that convolution (SUPERB's ASR head is a
+  # BiLSTM); 0: none. Classification heads ignore it.
+  c.model.frame_head_rnn = 0
 
   # Device tiers: fraction of clients, deepest exit they train, relative compute speed (used only
   # by the simulated wall-clock). The paper: half the clients at layer 3, half at the best layer.

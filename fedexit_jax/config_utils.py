@@ -361,6 +361,10 @@ def validate_config(config: ml_collections.ConfigDict,
   if not isinstance(config.model.frame_head_kernel, int):
     raise ConfigError(f"model.frame_head_kernel must be a whole number of frames, got "
                       f"{config.model.frame_head_kernel!r}")
+  rnn = config.model.frame_head_rnn
+  if not isinstance(rnn, int) or isinstance(rnn, bool) or rnn < 0:
+    raise ConfigError(f"model.frame_head_rnn must be a whole number of GRU units per direction "
+                      f"(0: no GRU), got {rnn!r}")
   _choice(config.task, TASKS, "task")
   if config.decode.lexicon and config.task != "asr":
     raise ConfigError(f"decode.lexicon={config.decode.lexicon!r} reads CTC transcripts: only task "

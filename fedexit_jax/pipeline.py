@@ -165,7 +165,8 @@ def init_model(config: ml_collections.ConfigDict, encoder: EncoderConfig, rng: j
   task = task_of(config)
   head_params = heads.init_heads(k_heads, task.head, encoder.hidden_size,
                                  task.num_outputs(config, corpus), len(config.model.exits),
-                                 frame_kernel=config.model.frame_head_kernel)
+                                 frame_kernel=config.model.frame_head_kernel,
+                                 frame_rnn=config.model.frame_head_rnn)
   return encoder, params, head_params
 
 

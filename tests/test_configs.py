@@ -166,6 +166,7 @@ def test_bad_overrides_name_the_key(override, match):
     (["exit_policy.thresholds=0.5,1.5"], r"must lie in \[0, 1\]"),
     (["client_depths=(3, 6)"], "client_depths has 2 entries"),
     (["model.frame_head_kernel=0"], "frame_head_kernel must be a positive number"),
+    (["model.frame_head_rnn=-1"], "frame_head_rnn must be a whole number of GRU units"),
 ])
 def test_validation_errors(overrides, match):
   with pytest.raises(cu.ConfigError, match=match):

@@ -107,3 +107,38 @@ def test_changing_the_mask_does_not_recompile():
   b = f(params, hp, feats, frame_mask.at[0, 50:].set(False))
   assert not np.allclose(a[:, 0], b[:, 0])  # the mask is live data ...
   np.testing.assert_allclose(a[:, 1], b[:, 1], rtol=1e-5)  # ... and only row 0 changed
+
+
+def test_frame_heads_gru_matches_torch_bidirectional_gru():
+  torch = pytest.importorskip("torch")
+  d, u, t = 5, 4, 6
+  p = heads.init_heads(jax.random.key(0), "frames", hidden_size=3, num_outputs=2, num_exits=1,
+                       frame_kernel=1, frame_rnn=u)
+  assert p["gru_fwd_hh"].shape == (1, u, 3 * u) and p["out_kernel"].shape == (1, 2 * u, 2)
+  gru = torch.nn.GRU(d, u, batch_first=True, bidirectional=True)
+  torch.manual_seed(0)
+  for w in gru.parameters():
+    torch.nn.init.normal_(w, std=0.5)  # nonzero biases, b_hn included
+  x = np.random.default_rng(0).normal(size=(2, t, d)).astype(np.float32)
+  want = gru(torch.from_numpy(x))[0].detach().numpy()  # [B, T, 2U]: forward then backward
+  got = []
+  for direction, sfx in (("fwd", ""), ("bwd", "_reverse")):
+    w = {k: getattr(gru, f"{k}_l0{sfx}").detach().numpy() for k in
+         ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+    q = {f"gru_{direction}_ih": w["weight_ih"].T[None], f"gru_{direction}_hh": w["weight_hh"].T[None],
+         f"gru_{direction}_b": (w["bias_ih"] + np.r_[w["bias_hh"][:2 * u], np.zeros(u)])[None],
+         f"gru_{direction}_bhn": w["bias_hh"][2 * u:][None]}
+    got.append(heads.gru_frames(q, direction, jnp.asarray(x)[None], None)[0])
+  np.testing.assert_allclose(np.concatenate(got, -1), want, rtol=1e-5, atol=1e-5)
+
+
+def test_frame_heads_gru_never_reads_padding():
+  p = heads.init_heads(jax.random.key(0), "frames", hidden_size=6, num_outputs=5, num_exits=2,
+                       frame_kernel=3, frame_rnn=4)
+  x = jax.random.normal(jax.random.key(1), (2, 2, 7, 6))
+  mask = jnp.array([[True] * 7, [True] * 4 + [False] * 3])
+  out = heads.apply_frame_heads(p, x, mask)
+  alone = heads.apply_frame_heads(p, x[:, 1:, :4], None)  # row 1 cut to its 4 real frames
+  np.testing.assert_allclose(out[:, 1, :4], alone[:, 0], rtol=1e-5, atol=1e-6)
+  noisy = heads.apply_frame_heads(p, x.at[:, 1, 4:].set(1e3), mask)
+  np.testing.assert_allclose(noisy[:, 1, :4], out[:, 1, :4], rtol=1e-5, atol=1e-6)

@@ -124,6 +124,28 @@ def test_time_masking_runs_end_to_end(cache, tmp_path):
   assert set(result["wer"]) == {"2", "4"}
 
 
+def test_gru_frame_heads_run_end_to_end(cache, tmp_path):
+  """model.frame_head_rnn through the real pipeline (accounting, aggregation, checkpoints):
+  ASR, 1 round; resuming the finished run re-evaluates the restored GRU heads to the same
+  figures."""
+  config = config_utils.apply_overrides(_config(cache, "asr"), ["model.frame_head_rnn=8",
+                                                                "rounds=1"])
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  rows = metrics.read_metrics(tmp_path / "run")
+  assert [r["round"] for r in rows] == [1] and np.isfinite(rows[0]["train_loss"])
+  assert set(result["wer"]) == {"2", "4"}
+  plain = train.train_and_evaluate(
+      config_utils.apply_overrides(_config(cache, "asr"), ["rounds=1"]), tmp_path / "plain")
+  # each tier uploads its deepest head: the GRU's two directions (128 conv channels in, 8 units)
+  # in float32, while the output layer reads 16 features instead of 128 (29 CTC symbols)
+  extra = 4 * (2 * (128 * 24 + 8 * 24 + 24 + 8) - (128 - 16) * 29)
+  assert [t["upload_bytes"] - p["upload_bytes"] for t, p in zip(result["tiers"], plain["tiers"])
+          ] == [extra, extra]
+  again = train.train_and_evaluate(config, tmp_path / "run", resume=True)
+  for name in ("wer", "cer", "wer_lexicon", "cer_lexicon"):
+    assert again[name] == result[name]
+
+
 def test_central_exit_trains_one_exit_on_the_pooled_data(cache, capsys):
   """experiments/central_exit.py on the tiny ASR corpus: one JSON row per evaluation with the
   task's metrics at the chosen exit; an exit layer that is not one is a clear error."""

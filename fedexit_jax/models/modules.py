@@ -464,32 +464,47 @@ class ExitHeads(nnx.Module):
 
 class FrameExitHeads(nnx.Module):
   """Per-frame exit heads for CTC (heads.apply_frame_heads), stacked over exits: a temporal conv
-  conv_kernel [E, K, H, D] (+ conv_bias [E, D]) with GELU, then out_kernel [E, D, V] (+ out_bias
-  [E, V]). LeCun-normal kernels, so initial logits are O(1)."""
+  conv_kernel [E, K, H, D] (+ conv_bias [E, D]) with GELU, with rnn_units > 0 a bidirectional
+  GRU (gru_{fwd,bwd}_ih [E, D, 3U], _hh [E, U, 3U], _b [E, 3U], _bhn [E, U]), then out_kernel
+  [E, D or 2U, V] (+ out_bias [E, V]). LeCun-normal kernels, so initial logits are O(1)."""
 
   def __init__(self, hidden_size: int, vocab_size: int, num_exits: int, *, width: int = 128,
-               kernel: int = 3, rngs: nnx.Rngs):
+               kernel: int = 3, rnn_units: int = 0, rngs: nnx.Rngs):
     self.conv_kernel = _normal(rngs, (num_exits, kernel, hidden_size, width),
                                1.0 / math.sqrt(kernel * hidden_size))
     self.conv_bias = _zeros((num_exits, width))
-    self.out_kernel = _normal(rngs, (num_exits, width, vocab_size), 1.0 / math.sqrt(width))
+    names = ("conv_kernel", "conv_bias", "out_kernel", "out_bias")
+    out_in = width
+    if rnn_units:  # a bidirectional GRU after the convolution: gru_{fwd,bwd}_{ih,hh,b,bhn}
+      for d in ("fwd", "bwd"):
+        setattr(self, f"gru_{d}_ih", _normal(rngs, (num_exits, width, 3 * rnn_units),
+                                             1.0 / math.sqrt(width)))
+        setattr(self, f"gru_{d}_hh", _normal(rngs, (num_exits, rnn_units, 3 * rnn_units),
+                                             1.0 / math.sqrt(rnn_units)))
+        setattr(self, f"gru_{d}_b", _zeros((num_exits, 3 * rnn_units)))
+        setattr(self, f"gru_{d}_bhn", _zeros((num_exits, rnn_units)))
+        names += tuple(f"gru_{d}_{k}" for k in ("ih", "hh", "b", "bhn"))
+      out_in = 2 * rnn_units
+    self.out_kernel = _normal(rngs, (num_exits, out_in, vocab_size), 1.0 / math.sqrt(out_in))
     self.out_bias = _zeros((num_exits, vocab_size))
+    self.names = names
 
   def __call__(self, hidden: jax.Array, frame_mask: jax.Array | None) -> jax.Array:
     """hidden [n, B, T, H] -> frame logits [n, B, T, V] from the first n rows."""
     return heads_lib.apply_frame_heads(
-        {k: getattr(self, k)[...] for k in ("conv_kernel", "conv_bias", "out_kernel",
-                                            "out_bias")}, hidden, frame_mask)
+        {k: getattr(self, k)[...] for k in self.names}, hidden, frame_mask)
 
 
 def make_heads(kind: str, hidden_size: int, num_outputs: int, num_exits: int, *,
-               frame_kernel: int = 3, rngs: nnx.Rngs) -> ExitHeads | FrameExitHeads:
+               frame_kernel: int = 3, frame_rnn: int = 0,
+               rngs: nnx.Rngs) -> ExitHeads | FrameExitHeads:
   """The stacked exit heads of a kind in heads.HEAD_KINDS (frame_kernel: the temporal-conv taps
-  of "frames")."""
+  of "frames"; frame_rnn: its GRU's units per direction, 0 for none)."""
   if kind == "pooled":
     return ExitHeads(hidden_size, num_outputs, num_exits, rngs=rngs)
   if kind == "frames":
-    return FrameExitHeads(hidden_size, num_outputs, num_exits, kernel=frame_kernel, rngs=rngs)
+    return FrameExitHeads(hidden_size, num_outputs, num_exits, kernel=frame_kernel,
+                          rnn_units=frame_rnn, rngs=rngs)
   raise ValueError(f"unknown head kind {kind!r}; choose one of {heads_lib.HEAD_KINDS}")
 
 
